@@ -1,0 +1,334 @@
+"""Layered YAML configuration parsed into frozen dataclasses.
+
+A config file may name a parent with ``extends: base.yaml`` (relative to itself); the child's
+mappings are merged over the parent's, key by key.  ``--set a.b=c`` overrides are applied last,
+their values parsed as YAML scalars (``--set spark.conf.spark.sql.shuffle.partitions=8``).
+Unknown keys, wrong types and missing files raise :class:`~logcrnn.errors.ConfigError` naming
+the key or path.
+
+Per-source settings (log format, timestamp, session keys) live one file per source in
+``<sources_dir>/<name>.yaml`` and are loaded with :func:`load_source`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from logcrnn.errors import ConfigError, UsageError
+
+T = TypeVar("T")
+
+#: Where the repository's own conf/ folder is (used when the working directory has none).
+PACKAGE_CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+DEFAULT_CONF = "conf/local.yaml"
+
+
+def _frozen_map(value: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """How the session is built.  ``master`` stays unset on clusters: spark-submit decides."""
+
+    master: str | None = None
+    app_prefix: str = "logcrnn"
+    conf: Mapping[str, Any] = field(default_factory=_frozen_map)
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """Where tables live and how they are committed.
+
+    ``backend``: ``auto`` (native Delta when the Delta extension is loaded, else delta-rs),
+    ``delta-spark`` or ``delta-rs``.
+    """
+
+    root: str = "lake"
+    backend: str = "auto"
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Raw-line ingestion limits.
+
+    ``max_parse_bytes``: longer lines are stored whole but not run through the format regex
+    (flagged ``line_too_long``), which bounds the regex cost of pathological input.
+    """
+
+    max_parse_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole job configuration (one frozen tree)."""
+
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    lake: LakeSettings = field(default_factory=LakeSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    sources_dir: str = "sources"
+    #: The file this config was loaded from (set by the loader, not by users).
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """A session identifier found in the message text, e.g. HDFS block ids."""
+
+    name: str
+    regex: str
+
+
+@dataclass(frozen=True)
+class TimestampSpec:
+    """How a source's header fields become a UTC timestamp.
+
+    Either ``fields`` joined by ``sep`` and parsed with the Spark datetime ``format``, or
+    ``epoch_field`` holding seconds since the epoch, or ``expr``: a Spark SQL expression over
+    ``h.<Field>`` (the parsed header fields) and ``night`` (the ingest date) returning a
+    timestamp.  Local wall-clock times are converted from ``timezone`` to UTC.
+    """
+
+    fields: Sequence[str] = ()
+    format: str | None = None
+    sep: str = " "
+    epoch_field: str | None = None
+    expr: str | None = None
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """An inline per-line label: ``field`` holds ``normal`` for normal lines."""
+
+    field: str
+    normal: str = "-"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One log source: its Loghub format string and how to read its fields.
+
+    ``format`` uses Loghub's notation: ``<Field>`` placeholders, literal text between them as
+    a regular expression in which runs of spaces match any whitespace.  ``field_patterns``
+    overrides the pattern of single fields (Java regex, no capturing groups).
+    """
+
+    name: str
+    format: str
+    description: str = ""
+    field_patterns: Mapping[str, str] = field(default_factory=_frozen_map)
+    timestamp: TimestampSpec | None = None
+    level: str | None = None
+    component: str | None = None
+    node: str | None = None
+    label: LabelSpec | None = None
+    session_keys: Sequence[SessionKey] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _load_layers(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must be a file name")
+    return _merge(_load_layers(path.parent / parent, (*seen, path)), data)
+
+
+def _apply_override(data: dict[str, Any], spec: str) -> dict[str, Any]:
+    if "=" not in spec:
+        raise ConfigError(f"--set expects key=value, got {spec!r}")
+    key, raw = spec.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.split(".")
+    # spark.conf keys contain dots themselves: everything after "spark.conf." is one key.
+    if parts[:2] == ["spark", "conf"] and len(parts) > 2:
+        parts = ["spark", "conf", ".".join(parts[2:])]
+    node: dict[str, Any] = {}
+    root = node
+    for part in parts[:-1]:
+        node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    return _merge(data, root)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (with light coercion) or raise."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)  # type: ignore[arg-type]
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        val_tp = args[1] if len(args) == 2 else Any
+        return _frozen_map(
+            {str(k): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+        )
+    if origin in (Sequence, list, tuple) or tp is Sequence:
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        return tuple(_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(sorted(known))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(hints[name], value, key)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from exc
+
+
+def resolve_conf_path(path: str | Path | None) -> Path:
+    """The config file to load: ``path``, else ``conf/local.yaml`` here or in the repo."""
+    if path is not None:
+        return Path(path)
+    local = Path(DEFAULT_CONF)
+    if local.is_file():
+        return local
+    return PACKAGE_CONF_DIR / "local.yaml"
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] | None = None,
+    lake: str | None = None,
+) -> Config:
+    """Load a layered config file, apply ``--set`` overrides and the ``--lake`` root.
+
+    Relative ``sources_dir`` is resolved against the directory of the file that was loaded;
+    a relative lake root stays relative to the working directory.
+    """
+    conf_path = resolve_conf_path(path).resolve()
+    data = _load_layers(conf_path)
+    for spec in overrides or ():
+        data = _apply_override(data, spec)
+    if lake is not None:
+        data = _merge(data, {"lake": {"root": lake}})
+    data.pop("path", None)
+    cfg = _build(Config, data, "")
+    sources_dir = Path(cfg.sources_dir)
+    if not sources_dir.is_absolute():
+        sources_dir = conf_path.parent / sources_dir
+    if cfg.lake.backend not in ("auto", "delta-spark", "delta-rs"):
+        raise ConfigError(
+            f"lake.backend: expected auto, delta-spark or delta-rs, got {cfg.lake.backend!r}"
+        )
+    return dataclasses.replace(cfg, sources_dir=str(sources_dir), path=str(conf_path))
+
+
+_SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def available_sources(cfg: Config) -> list[str]:
+    """Names of the sources defined in ``cfg.sources_dir``."""
+    return sorted(p.stem for p in Path(cfg.sources_dir).glob("*.yaml"))
+
+
+def load_source(cfg: Config, name: str) -> SourceSpec:
+    """Load ``<sources_dir>/<name>.yaml``; an unknown name is a :class:`UsageError`."""
+    if not _SOURCE_NAME.match(name):
+        raise UsageError(f"unknown source {name!r}: names are lowercase, e.g. hdfs, bgl")
+    path = Path(cfg.sources_dir) / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_sources(cfg)) or "none"
+        raise UsageError(f"unknown source {name!r} (known: {known})")
+    data = _read_yaml(path)
+    data.setdefault("name", name)
+    if data["name"] != name:
+        raise ConfigError(f"{path}: name {data['name']!r} does not match the file name")
+    return _build(SourceSpec, data, f"sources.{name}")

@@ -1,0 +1,198 @@
+"""Loghub header format strings compiled into cheap Spark column expressions.
+
+A format such as ``<Date> <Time> <Pid> <Level> <Component>: <Content>`` is a sequence of
+fields and literal separators; in Loghub's notation the literals are regular expressions in
+which runs of spaces match any whitespace, and fields match lazily.  This module compiles a
+format into one of two plans, both built only from Spark's native functions (no Python UDF):
+
+* **delimited** (every separator is fixed text, no optional parts): each field is cut off the
+  front of the line with ``substring_index``/``substr`` on the separator's bytes, so a line
+  costs a few byte scans and no regex at all.
+* **regex** (optional groups, character classes): one ``regexp_replace`` rewrites the whole
+  line into the fields joined by a control character, then one ``split``.  Field patterns are
+  negated classes of the next separator's first character, so the match is linear in the line
+  length (no nested lazy groups that backtrack on long lines).
+
+Both plans return the fields as a struct column plus a ``matched`` flag; a line that does not
+fit the format gives ``matched = false`` and null fields.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+from logcrnn.errors import ConfigError
+
+_FIELD = re.compile(r"(<[^<>]+>)")
+_SEP = "\u0001"  # joins fields in the regex plan; lines holding it never match
+_MARK = "\u0002"  # prefixes a successful regex rewrite
+_REGEX_META = set(".^$*+?()[]{}|\\")
+
+
+@dataclass(frozen=True)
+class Separator:
+    """A fixed separator: ``core`` text with optional whitespace runs before/after it."""
+
+    core: str
+    lead_ws: bool
+    trail_ws: bool
+
+    @property
+    def needle(self) -> str:
+        """The text searched for; a single space stands for each whitespace run."""
+        if not self.core:
+            return " "
+        return (" " if self.lead_ws else "") + self.core + (" " if self.trail_ws else "")
+
+
+@dataclass(frozen=True)
+class CompiledFormat:
+    """A format compiled for Spark: field names and the plan that extracts them."""
+
+    fields: tuple[str, ...]
+    plan: str  # "delimited" or "regex"
+    regex: str  # the Java regex equivalent (used by the regex plan and by docs/tests)
+    separators: tuple[Separator, ...] = ()
+    prefix: str = ""
+
+    def extract(self, line: Column) -> tuple[Column, Column]:
+        """``(fields struct, matched boolean)`` for a string column of lines."""
+        if self.plan == "delimited":
+            return self._extract_delimited(line)
+        return self._extract_regex(line)
+
+    def _extract_delimited(self, line: Column) -> tuple[Column, Column]:
+        rest = line
+        ok: Column = F.lit(True)
+        if self.prefix:
+            ok = rest.startswith(self.prefix)
+            rest = rest.substr(F.lit(len(self.prefix) + 1), F.lit(1 << 30))
+        values: list[Column] = []
+        for sep in self.separators:
+            needle = sep.needle
+            # instr and substr both count characters, so the cut is exact for any text.
+            pos = F.instr(rest, needle)
+            ok = ok & (pos > 0)
+            value = F.substring_index(rest, needle, 1)
+            rest = rest.substr(pos + F.lit(len(needle)), F.lit(1 << 30))
+            if sep.lead_ws:
+                value = F.rtrim(value)
+            if sep.trail_ws or not sep.core:
+                rest = F.ltrim(rest)
+            values.append(value)
+        values.append(rest)
+        struct = F.struct(*[v.alias(n) for v, n in zip(values, self.fields, strict=True)])
+        return F.when(ok, struct), ok
+
+    def _extract_regex(self, line: Column) -> tuple[Column, Column]:
+        replacement = _MARK + _SEP.join(f"${i + 1}" for i in range(len(self.fields)))
+        rewritten = F.regexp_replace(line, self.regex, replacement)
+        ok = rewritten.startswith(_MARK) & ~line.startswith(_MARK)
+        parts = F.split(F.substring(rewritten, 2, 1 << 30), _SEP, len(self.fields))
+        struct = F.struct(*[parts[i].alias(n) for i, n in enumerate(self.fields)])
+        return F.when(ok, struct), ok
+
+
+def _unescape_literal(text: str) -> str | None:
+    """The plain text a Loghub literal matches, or None when it holds real regex syntax."""
+    out = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            if nxt in _REGEX_META or not nxt.isalnum():
+                out.append(nxt)
+                i += 2
+                continue
+            return None  # \s, \d, ... are classes
+        if ch in _REGEX_META:
+            return None
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _separator(literal: str) -> Separator:
+    core = literal.strip(" ")
+    if "  " in core:
+        raise ValueError(literal)  # an inner run of spaces needs \s+: use the regex plan
+    return Separator(core, literal.startswith(" "), literal.endswith(" "))
+
+
+def _field_pattern(next_literal: str | None, overrides: dict[str, str], name: str) -> str:
+    if name in overrides:
+        return overrides[name]
+    if next_literal is None:
+        return f"[^{_SEP}]*"
+    plain = _unescape_literal(next_literal)
+    first = next_literal[:1]
+    if plain is not None and plain:
+        first_char = plain[0]
+        if first_char == " ":
+            return rf"[^\s{_SEP}]*"
+        return f"[^{re.escape(first_char)}{_SEP}]*"
+    if first == " ":
+        return rf"[^\s{_SEP}]*"
+    return f"[^{_SEP}]*?"
+
+
+def compile_format(fmt: str, field_patterns: dict[str, str] | None = None) -> CompiledFormat:
+    """Compile a Loghub format string.
+
+    Parameters
+    ----------
+    fmt
+        e.g. ``<Date> <Time> <Pid> <Level> <Component>: <Content>``; the last field takes the
+        rest of the line.
+    field_patterns
+        Java regex per field name overriding the default pattern (forces the regex plan).
+    """
+    overrides = dict(field_patterns or {})
+    parts = _FIELD.split(fmt)
+    literals = parts[0::2]
+    fields = tuple(p[1:-1] for p in parts[1::2])
+    if not fields:
+        raise ConfigError(f"log format {fmt!r} has no <Field>")
+    if len(set(fields)) != len(fields):
+        raise ConfigError(f"log format {fmt!r} repeats a field name")
+    for name in fields:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"log format {fmt!r}: bad field name {name!r}")
+    if literals[-1]:
+        raise ConfigError(f"log format {fmt!r} must end with a field (the message)")
+
+    # Java regex, Loghub semantics: runs of spaces match \s+.
+    regex = "^"
+    for i, name in enumerate(fields):
+        # Loghub's optional parts are groups: make them non-capturing so $1..$n stay fields.
+        literal = re.sub(r"(?<!\\)\((?!\?)", "(?:", literals[i])
+        regex += re.sub(" +", r"\\s+", literal)
+        nxt = literals[i + 1] if i + 1 < len(fields) else None
+        pattern = _field_pattern(nxt, overrides, name)
+        if re.search(r"(?<!\\)\((?!\?)", pattern):
+            raise ConfigError(f"field pattern for {name} must not capture: {pattern!r}")
+        regex += f"({pattern})"
+    regex += "$"
+
+    plain = [_unescape_literal(lit) for lit in literals]
+    delimited = not overrides and all(p is not None for p in plain)
+    separators: list[Separator] = []
+    if delimited:
+        try:
+            separators = [_separator(str(p)) for p in plain[1:-1]]
+        except ValueError:
+            delimited = False
+        if any(not s.core and not (s.lead_ws or s.trail_ws) for s in separators):
+            delimited = False  # two fields with nothing between them
+        if plain[0] and plain[0] != plain[0].strip():
+            delimited = False
+    if delimited:
+        return CompiledFormat(
+            fields, "delimited", regex, tuple(separators), prefix=str(plain[0])
+        )
+    return CompiledFormat(fields, "regex", regex)

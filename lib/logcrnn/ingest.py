@@ -1,0 +1,375 @@
+"""Raw log files into ``bronze.raw_lines``: every line kept, parsed where it can be.
+
+Reading is Spark's text source (plain or compressed files, split across executors); every line
+gets its file and 1-based line number; the header fields are cut out with the source's compiled
+Loghub format (:mod:`logcrnn.formats`), timestamps normalised to UTC, session keys extracted.
+Lines that do not fit are kept with ``parse_ok = false`` and the reason.  Nothing but per-file
+counts ever reaches the driver.
+
+Line numbers: Spark reads a large file as several splits, and a split does not know how many
+lines came before it.  A first, cheap pass counts lines per split (and the id of its first
+row); the second pass numbers each line as ``lines before its split + its index in the split``.
+Both passes plan the same scan, so ``monotonically_increasing_id`` gives the same ids in both.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from logcrnn.config import Config, SourceSpec, load_source
+from logcrnn.errors import DataError, UsageError
+from logcrnn.formats import CompiledFormat, compile_format
+from logcrnn.lake import Lake
+from logcrnn.schemas import RAW_LINES_SCHEMA
+
+log = logging.getLogger(__name__)
+
+TABLE = "bronze.raw_lines"
+_ID_MASK = (1 << 33) - 1  # monotonically_increasing_id keeps the row index in the low 33 bits
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to ingest: its URI and size in bytes."""
+
+    uri: str
+    size: int
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did (printed as JSON with ``--json``)."""
+
+    source: str
+    night: str
+    files: int
+    empty_files: int
+    bytes: int
+    lines_read: int
+    parsed: int
+    malformed: int
+    malformed_by_reason: dict[str, int]
+    seconds: float
+    table_version: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------
+# inputs
+
+
+def expand_inputs(spark: SparkSession, patterns: Sequence[str]) -> list[InputFile]:
+    """Expand paths, folders and globs into files, through Hadoop's FileSystem (any URI).
+
+    A pattern that matches nothing is a :class:`UsageError` naming it.
+    """
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    found: dict[str, InputFile] = {}
+    for pattern in patterns:
+        path = jvm.org.apache.hadoop.fs.Path(pattern)
+        fs = path.getFileSystem(conf)
+        statuses = fs.globStatus(path)
+        if not statuses:
+            raise UsageError(f"input not found: {pattern}")
+        for status in statuses:
+            if status.isDirectory():
+                it = fs.listFiles(status.getPath(), True)
+                while it.hasNext():
+                    st = it.next()
+                    name = st.getPath().getName()
+                    if not name.startswith((".", "_")):
+                        found[st.getPath().toString()] = InputFile(
+                            st.getPath().toString(), int(st.getLen())
+                        )
+            else:
+                found[status.getPath().toString()] = InputFile(
+                    status.getPath().toString(), int(status.getLen())
+                )
+    if not found:
+        raise UsageError(f"no files under: {', '.join(patterns)}")
+    return sorted(found.values(), key=lambda f: f.uri)
+
+
+# ------------------------------------------------------------------------------------------
+# reading with line numbers
+
+
+def _scan(spark: SparkSession, uris: Sequence[str]) -> DataFrame:
+    return spark.read.text(list(uris)).select(
+        F.col("_metadata.file_path").alias("file"),
+        F.col("_metadata.file_block_start").alias("block_start"),
+        F.monotonically_increasing_id().alias("row_id"),
+        F.col("value"),
+    )
+
+
+def split_offsets(spark: SparkSession, uris: Sequence[str]) -> DataFrame:
+    """Pass 1: per (file, split) the id of its first row and the lines before the split.
+
+    Returns ``file, block_start, first_id, lines_before, lines`` (one row per split).
+    """
+    per_split = (
+        _scan(spark, uris)
+        .groupBy("file", "block_start")
+        .agg(F.min("row_id").alias("first_id"), F.count(F.lit(1)).alias("lines"))
+    )
+    by_file = Window.partitionBy("file").orderBy("block_start")
+    return per_split.withColumn(
+        "lines_before",
+        F.coalesce(
+            F.sum("lines").over(by_file.rowsBetween(Window.unboundedPreceding, -1)),
+            F.lit(0),
+        ),
+    )
+
+
+def read_numbered(spark: SparkSession, uris: Sequence[str]) -> tuple[DataFrame, list[Any]]:
+    """Pass 2: ``file, line_no, value`` for every line, and the collected split table."""
+    splits = split_offsets(spark, uris).collect()  # one row per split, never per line
+    table = spark.createDataFrame(
+        [(r.file, r.block_start, r.first_id, r.lines_before) for r in splits],
+        "file string, block_start long, first_id long, lines_before long",
+    )
+    lines = _scan(spark, uris).join(F.broadcast(table), ["file", "block_start"])
+    numbered = lines.select(
+        "file",
+        (
+            F.col("lines_before")
+            + (F.col("row_id") - F.col("first_id")).bitwiseAND(F.lit(_ID_MASK))
+            + 1
+        ).alias("line_no"),
+        "value",
+    )
+    return numbered, splits
+
+
+# ------------------------------------------------------------------------------------------
+# parsing (pure)
+
+
+def _utf8_columns(value: Column) -> tuple[Column, Column, Column]:
+    """``(text, raw_bytes, valid)``: text is valid UTF-8; raw bytes kept only when it was not.
+
+    Spark's text source keeps a line's bytes as they are.  Pure ASCII lines (byte length =
+    character count) skip the check; others are decoded with replacement and compared.
+    """
+    raw = value.cast("binary")
+    decoded = F.decode(raw, "UTF-8")
+    ascii_only = F.octet_length(value) == F.length(value)
+    valid = ascii_only | (F.encode(decoded, "UTF-8") == raw)
+    text = F.when(valid, value).otherwise(decoded)
+    return text, F.when(~valid, raw), valid
+
+
+def _timestamp(spec: SourceSpec, header: Column) -> Column | None:
+    ts_spec = spec.timestamp
+    if ts_spec is None:
+        return None
+    if ts_spec.expr:
+        ts = F.expr(ts_spec.expr)
+    elif ts_spec.epoch_field:
+        ts = F.timestamp_seconds(header[ts_spec.epoch_field].cast("long"))
+    elif ts_spec.fields and ts_spec.format:
+        joined = F.concat_ws(ts_spec.sep, *[header[f] for f in ts_spec.fields])
+        ts = F.to_timestamp(joined, ts_spec.format)
+    else:
+        raise UsageError(f"source {spec.name}: timestamp needs expr, epoch_field or fields+format")
+    if ts_spec.timezone.upper() != "UTC":
+        ts = F.to_utc_timestamp(ts, ts_spec.timezone)
+    return ts
+
+
+def _session_keys(spec: SourceSpec, content: Column) -> Column:
+    if not spec.session_keys:
+        return F.array().cast("array<string>")
+    arrays = [
+        F.regexp_extract_all(content, F.lit(f"({key.regex})"), 1) for key in spec.session_keys
+    ]
+    keys = arrays[0] if len(arrays) == 1 else F.concat(*arrays)
+    return F.array_distinct(F.coalesce(keys, F.array().cast("array<string>")))
+
+
+def parse_lines(
+    lines: DataFrame,
+    spec: SourceSpec,
+    night: date,
+    max_parse_bytes: int,
+    compiled: CompiledFormat | None = None,
+) -> DataFrame:
+    """Parse ``file, line_no, value`` rows into the ``bronze.raw_lines`` schema.
+
+    ``parse_error`` is one of ``invalid_utf8``, ``line_too_long``, ``format_mismatch`` or
+    ``bad_timestamp`` (the header matched but its time did not parse); such lines keep their
+    text, and whatever fields could be read.
+    """
+    fmt = compiled or compile_format(spec.format, dict(spec.field_patterns))
+    text, raw_bytes, valid = _utf8_columns(F.col("value"))
+    df = lines.select(
+        "file",
+        "line_no",
+        text.alias("line"),
+        raw_bytes.alias("raw_bytes"),
+        valid.alias("_utf8_ok"),
+        F.lit(str(night)).cast("date").alias("night"),
+    )
+    too_long = F.octet_length("line") > max_parse_bytes
+    header, matched = fmt.extract(F.col("line"))
+    df = df.withColumn("h", F.when(~too_long, header)).withColumn(
+        "_matched", ~too_long & F.coalesce(matched, F.lit(False))
+    )
+    content_field = fmt.fields[-1]
+    ts = _timestamp(spec, F.col("h"))
+    ts_col = ts if ts is not None else F.lit(None).cast("timestamp")
+
+    def field(name: str | None) -> Column:
+        if name is None:
+            return F.lit(None).cast("string")
+        if name not in fmt.fields:
+            raise UsageError(f"source {spec.name}: no field {name!r} in its format")
+        return F.col("h")[name]
+
+    header_fields = [f for f in fmt.fields if f != content_field]
+    fields_map = F.map_from_arrays(
+        F.array(*[F.lit(f) for f in header_fields]),
+        F.array(*[F.col("h")[f] for f in header_fields]),
+    )
+    label = field(spec.label.field) if spec.label else F.lit(None).cast("string")
+    df = df.select(
+        "*",
+        ts_col.alias("ts"),
+        field(spec.level).alias("level"),
+        field(spec.component).alias("component"),
+        field(spec.node).alias("node"),
+        F.col("h")[content_field].alias("content"),
+        label.alias("label"),
+        F.when(F.col("_matched"), fields_map).alias("fields"),
+    )
+    has_ts = spec.timestamp is not None
+    error = (
+        F.when(~F.col("_utf8_ok"), "invalid_utf8")
+        .when(too_long, "line_too_long")
+        .when(~F.col("_matched"), "format_mismatch")
+    )
+    if has_ts:
+        error = error.when(F.col("ts").isNull(), "bad_timestamp")
+    df = df.withColumn("parse_error", error).withColumn(
+        "parse_ok", F.col("parse_error").isNull()
+    )
+    # Session keys come from the message, or from the whole line when the header did not parse
+    # (a malformed line still belongs to its block).
+    df = df.withColumn(
+        "session_keys",
+        _session_keys(spec, F.coalesce(F.col("content"), F.col("line"))),
+    )
+    return df.select(
+        *[
+            F.col(f.name)
+            if f.name not in ("source", "ingested_at")
+            else (F.lit(spec.name) if f.name == "source" else F.current_timestamp()).alias(
+                f.name
+            )
+            for f in RAW_LINES_SCHEMA.fields
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# the job
+
+
+_FILE_IN_ERROR = re.compile(r"(?:file|path)[:= ]+(\S+)", re.IGNORECASE)
+
+
+def _corrupt_file(exc: BaseException, files: Sequence[InputFile]) -> str | None:
+    text = str(exc)
+    for f in files:
+        bare = f.uri.split(":", 1)[1] if f.uri.startswith("file:") else f.uri
+        if f.uri in text or bare in text:
+            return f.uri
+    match = _FILE_IN_ERROR.search(text)
+    return match.group(1) if match else None
+
+
+def _root_cause(exc: BaseException) -> str:
+    text = str(exc)
+    for pattern in (r"(java\.io\.EOFException[^\n]*)", r"(java\.io\.IOException[^\n]*)",
+                    r"(java\.util\.zip\.\w+Exception[^\n]*)"):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(1).strip()
+    return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+
+
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    source: str,
+    inputs: Sequence[str],
+    night: date | str,
+    lake: Lake | None = None,
+) -> IngestReport:
+    """Ingest ``inputs`` as source ``source`` for ``night`` into ``bronze.raw_lines``.
+
+    Replaces that (night, source) partition.  A file Spark cannot read (a truncated ``.gz``)
+    raises :class:`DataError` naming it, and nothing is committed.
+    """
+    started = time.perf_counter()
+    night_d = date.fromisoformat(str(night))
+    spec = load_source(cfg, source)
+    compiled = compile_format(spec.format, dict(spec.field_patterns))
+    files = expand_inputs(spark, inputs)
+    uris = [f.uri for f in files]
+    lake = lake or Lake.from_settings(spark, cfg.lake)
+    try:
+        numbered, splits = read_numbered(spark, uris)
+        bronze = parse_lines(numbered, spec, night_d, cfg.ingest.max_parse_bytes, compiled)
+        version = lake.write(bronze, TABLE, night_d, source=spec.name)
+    except Exception as exc:
+        if isinstance(exc, (UsageError, DataError)):
+            raise
+        bad = _corrupt_file(exc, files)
+        if bad is not None:
+            raise DataError(f"cannot read {bad}: {_root_cause(exc)}; nothing committed") from exc
+        raise
+    lines_by_file: dict[str, int] = {}
+    for r in splits:
+        lines_by_file[r.file] = lines_by_file.get(r.file, 0) + int(r.lines)
+    lines_read = sum(lines_by_file.values())
+    reasons = {
+        r["parse_error"]: int(r["n"])
+        for r in lake.read(TABLE, night=night_d, source=spec.name, version=version)
+        .where(~F.col("parse_ok"))
+        .groupBy("parse_error")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
+    }
+    malformed = sum(reasons.values())
+    report = IngestReport(
+        source=spec.name,
+        night=str(night_d),
+        files=len(files),
+        empty_files=len(files) - len(lines_by_file),
+        bytes=sum(f.size for f in files),
+        lines_read=lines_read,
+        parsed=lines_read - malformed,
+        malformed=malformed,
+        malformed_by_reason=dict(sorted(reasons.items())),
+        seconds=round(time.perf_counter() - started, 3),
+        table_version=version,
+    )
+    log.info("ingested %s", report)
+    return report

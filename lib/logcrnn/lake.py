@@ -1,0 +1,384 @@
+"""The lake: Delta tables by name under one root, written one partition at a time.
+
+Two backends share one interface:
+
+* ``delta-spark``: native ``format("delta")`` with ``replaceWhere`` when the session has the
+  Delta SQL extension (Databricks, EMR, a classpath with the Delta jars).
+* ``delta-rs``: Spark writes Parquet in parallel on the executors into a fresh folder inside
+  the partition, and the driver commits exactly those files as **one** Delta transaction with
+  the ``deltalake`` package (an overwrite scoped by partition filters).  No row passes through
+  the driver.  If anything fails before the commit, the new folder is deleted and the table's
+  log is untouched, so readers never see a half-written night.
+
+In both cases the partition columns are also stored inside the Parquet files, so the files
+read back correctly whatever folder they sit in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from logcrnn.config import LakeSettings
+from logcrnn.errors import LakeError, UsageError
+from logcrnn.schemas import TABLES, TableSpec, check_schema, table_spec
+from logcrnn.spark import delta_extension_loaded
+
+log = logging.getLogger(__name__)
+
+_TABLE_REF = re.compile(r"(?<![\w.`])(bronze|silver|gold|scratch)\.([A-Za-z_]\w*)\b")
+
+
+def view_name(table: str) -> str:
+    """The Spark SQL temporary view a table is registered under with the delta-rs backend."""
+    return table.replace(".", "_")
+
+
+def _has_scheme(root: str) -> bool:
+    parsed = urlparse(root)
+    return len(parsed.scheme) > 1  # one letter is a Windows drive, not a scheme
+
+
+class Lake:
+    """Tables ``layer.name`` stored as Delta under ``root/layer/name``.
+
+    Parameters
+    ----------
+    spark
+        The session used to read and write data.
+    root
+        Lake root: a local path or a URI both Spark and delta-rs understand.
+    backend
+        ``auto`` (native Delta if the session has the extension, else delta-rs),
+        ``delta-spark`` or ``delta-rs``.
+    """
+
+    def __init__(self, spark: SparkSession, root: str, backend: str = "auto") -> None:
+        self.spark = spark
+        self.root = root.rstrip("/") if _has_scheme(root) else str(Path(root).resolve())
+        if backend == "auto":
+            backend = "delta-spark" if delta_extension_loaded(spark) else "delta-rs"
+        if backend == "delta-spark" and not delta_extension_loaded(spark):
+            raise UsageError(
+                "lake.backend is delta-spark but the session has no Delta extension "
+                "(put the Delta jars on the classpath or use backend auto/delta-rs)"
+            )
+        if backend not in ("delta-spark", "delta-rs"):
+            raise UsageError(f"unknown lake backend {backend!r}")
+        self.backend = backend
+
+    @classmethod
+    def from_settings(cls, spark: SparkSession, settings: LakeSettings) -> Lake:
+        return cls(spark, settings.root, settings.backend)
+
+    # ---------------------------------------------------------------------------------------
+    # naming
+
+    def path(self, table: str) -> str:
+        """Where ``table`` lives."""
+        spec = table_spec(table)
+        return f"{self.root}/{spec.layer}/{spec.short}"
+
+    def exists(self, table: str) -> bool:
+        from deltalake import DeltaTable
+
+        return bool(DeltaTable.is_deltatable(self.path(table)))
+
+    def _dt(self, table: str, version: int | None = None) -> Any:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(self.path(table), version=version)
+        except TableNotFoundError as exc:
+            raise LakeError(f"table {table} does not exist at {self.path(table)}") from exc
+        except Exception as exc:  # noqa: BLE001 - delta-rs raises several kinds
+            raise LakeError(f"cannot open table {table} at {self.path(table)}: {exc}") from exc
+
+    # ---------------------------------------------------------------------------------------
+    # writing
+
+    def write(
+        self,
+        df: DataFrame,
+        table: str,
+        night: date | str,
+        source: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Replace the partition ``night`` (and ``source`` where the table has it) with ``df``.
+
+        ``df`` carries the table's columns; its partition columns are overwritten with the
+        given values.  Returns the table version this write created.  Rows of other nights or
+        sources are never touched; on any failure the table is left as it was.
+        """
+        spec = table_spec(table)
+        night_str = str(date.fromisoformat(str(night)))
+        values: dict[str, str] = {"night": night_str}
+        if "source" in spec.partition_by:
+            if not source:
+                raise UsageError(f"{table} is partitioned by source: name the source to write")
+            values["source"] = source
+        elif source is not None:
+            raise UsageError(f"{table} is not partitioned by source")
+        df = df.withColumn("night", F.lit(night_str).cast("date"))
+        if "source" in values:
+            df = df.withColumn("source", F.lit(values["source"]))
+        if spec.schema is not None:
+            df = df.select(*[F.col(f.name) for f in spec.schema.fields])
+            check_schema(df.schema, spec.schema, table)
+        if self.backend == "delta-spark":
+            return self._write_native(df, spec, values)
+        return self._write_deltars(df, spec, values, dict(metadata or {}))
+
+    def _write_native(self, df: DataFrame, spec: TableSpec, values: dict[str, str]) -> int:
+        where = " AND ".join(f"{k} = '{v}'" for k, v in values.items())
+        try:
+            (
+                df.write.format("delta")
+                .mode("overwrite")
+                .option("replaceWhere", where)
+                .partitionBy(*spec.partition_by)
+                .save(self.path(spec.name))
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise LakeError(f"writing {spec.name} ({where}) failed: {_short(exc)}") from exc
+        return self.version(spec.name)
+
+    def _write_deltars(
+        self,
+        df: DataFrame,
+        spec: TableSpec,
+        values: dict[str, str],
+        metadata: dict[str, Any],
+    ) -> int:
+        from deltalake import CommitProperties, Schema, transaction
+
+        table_path = self.path(spec.name)
+        part_dir = "/".join(f"{k}={values[k]}" for k in spec.partition_by)
+        txn = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        rel_dir = f"{part_dir}/{txn}"
+        out_dir = f"{table_path}/{rel_dir}"
+        fs = _HadoopFS(self.spark, out_dir)
+        existing = self.exists(spec.name)
+        if existing:
+            current = self.schema(spec.name)
+            check_schema(df.schema, current, spec.name)
+        try:
+            df.write.mode("errorifexists").parquet(out_dir)
+            files = fs.list_parquet(out_dir)
+            adds = [
+                transaction.AddAction(
+                    path=f"{rel_dir}/{name}",
+                    size=size,
+                    partition_values=dict(values),
+                    modification_time=mtime,
+                    data_change=True,
+                    stats=json.dumps({"numRecords": fs.parquet_rows(f"{out_dir}/{name}")}),
+                )
+                for name, size, mtime in files
+            ]
+            rows = sum(json.loads(a.stats)["numRecords"] for a in adds)
+            props = CommitProperties(
+                custom_metadata={
+                    "logcrnn.partition": json.dumps(values),
+                    "logcrnn.rows": str(rows),
+                    **{f"logcrnn.{k}": str(v) for k, v in metadata.items()},
+                }
+            )
+            self._commit(spec, adds, values, existing, props, Schema.from_json(df.schema.json()))
+        except Exception as exc:
+            fs.delete(out_dir)
+            if isinstance(exc, (LakeError, UsageError)):
+                raise
+            raise LakeError(
+                f"writing {spec.name} ({part_dir}) failed, table left unchanged: {_short(exc)}"
+            ) from exc
+        version = self.version(spec.name)
+        log.info("%s v%d: %s replaced with %d rows", spec.name, version, part_dir, rows)
+        return version
+
+    def _commit(
+        self,
+        spec: TableSpec,
+        adds: list[Any],
+        values: dict[str, str],
+        existing: bool,
+        props: Any,
+        schema: Any,
+    ) -> None:
+        """Commit ``adds`` as one Delta transaction replacing the partition ``values``."""
+        from deltalake import transaction
+
+        if not existing:
+            transaction.create_table_with_add_actions(
+                self.path(spec.name),
+                schema,
+                adds,
+                mode="error",
+                partition_by=list(spec.partition_by),
+                name=spec.name,
+                commit_properties=props,
+            )
+            return
+        self._dt(spec.name).create_write_transaction(
+            adds,
+            mode="overwrite",
+            schema=schema,
+            partition_by=list(spec.partition_by),
+            partition_filters=[(k, "=", v) for k, v in values.items()],
+            commit_properties=props,
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # reading
+
+    def schema(self, table: str) -> StructType:
+        """The table's schema as stored in its Delta log."""
+        return StructType.fromJson(json.loads(self._dt(table).schema().to_json()))
+
+    def read(
+        self,
+        table: str,
+        night: date | str | None = None,
+        source: str | None = None,
+        version: int | None = None,
+    ) -> DataFrame:
+        """The table (optionally one night / source, optionally as of ``version``)."""
+        filters: list[tuple[str, str, str]] = []
+        if night is not None:
+            filters.append(("night", "=", str(date.fromisoformat(str(night)))))
+        if source is not None:
+            filters.append(("source", "=", source))
+        if self.backend == "delta-spark":
+            reader = self.spark.read.format("delta")
+            if version is not None:
+                reader = reader.option("versionAsOf", version)
+            df = reader.load(self.path(table))
+            for col, _, value in filters:
+                df = df.where(F.col(col) == F.lit(value).cast(df.schema[col].dataType))
+            return df
+        dt = self._dt(table, version)
+        schema = StructType.fromJson(json.loads(dt.schema().to_json()))
+        spec = table_spec(table)
+        part_filters = [f for f in filters if f[0] in spec.partition_by] or None
+        uris = dt.file_uris(partition_filters=part_filters)
+        if not uris:
+            return self.spark.createDataFrame([], schema)
+        df = self.spark.read.schema(schema).parquet(*uris)
+        for col, _, value in filters:
+            if col not in spec.partition_by:
+                df = df.where(F.col(col) == F.lit(value))
+        return df
+
+    def version(self, table: str) -> int:
+        """The table's current version."""
+        if self.backend == "delta-spark":
+            from delta.tables import DeltaTable as SparkDeltaTable
+
+            hist = SparkDeltaTable.forPath(self.spark, self.path(table)).history(1)
+            return int(hist.collect()[0]["version"])
+        return int(self._dt(table).version())
+
+    def history(self, table: str) -> list[dict[str, Any]]:
+        """One entry per commit, newest first: version, timestamp, operation, metadata."""
+        if self.backend == "delta-spark":
+            from delta.tables import DeltaTable as SparkDeltaTable
+
+            rows = SparkDeltaTable.forPath(self.spark, self.path(table)).history().collect()
+            return [r.asDict(recursive=True) for r in rows]
+        return list(self._dt(table).history())
+
+    def tables(self) -> list[str]:
+        """Known tables that exist in this lake."""
+        return [name for name in sorted(TABLES) if self.exists(name)]
+
+    def register_views(self) -> list[str]:
+        """Make every existing table queryable from Spark SQL by its name.
+
+        With the native backend the tables are registered in the catalog as
+        ``layer.name``; with delta-rs as temporary views ``layer_name`` (see :meth:`sql`,
+        which accepts either spelling).
+        """
+        names = []
+        for table in self.tables():
+            if self.backend == "delta-spark":
+                spec = table_spec(table)
+                self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {spec.layer}")
+                self.spark.sql(
+                    f"CREATE TABLE IF NOT EXISTS {table} USING delta "
+                    f"LOCATION '{self.path(table)}'"
+                )
+            else:
+                self.read(table).createOrReplaceTempView(view_name(table))
+            names.append(table)
+        return names
+
+    def sql(self, query: str) -> DataFrame:
+        """Run Spark SQL with every lake table available under its ``layer.name``."""
+        self.register_views()
+        if self.backend == "delta-rs":
+            known = set(self.tables())
+
+            def swap(match: re.Match[str]) -> str:
+                name = f"{match.group(1)}.{match.group(2)}"
+                return view_name(name) if name in known else match.group(0)
+
+            query = _TABLE_REF.sub(swap, query)
+        return self.spark.sql(query)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:500] if text else type(exc).__name__
+
+
+class _HadoopFS:
+    """Listing, row counts and deletes through Spark's Hadoop FileSystem (any URI Spark reads)."""
+
+    def __init__(self, spark: SparkSession, uri: str) -> None:
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None
+        self._jvm = jvm
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+        self._fs = jvm.org.apache.hadoop.fs.Path(uri).getFileSystem(self._conf)
+
+    def _path(self, uri: str) -> Any:
+        return self._jvm.org.apache.hadoop.fs.Path(uri)
+
+    def list_parquet(self, folder: str) -> list[tuple[str, int, int]]:
+        """``(name, bytes, mtime ms)`` of the Parquet files directly in ``folder``."""
+        out = []
+        for status in self._fs.listStatus(self._path(folder)):
+            name = status.getPath().getName()
+            if status.isFile() and name.endswith(".parquet"):
+                out.append((name, int(status.getLen()), int(status.getModificationTime())))
+        return sorted(out)
+
+    def parquet_rows(self, uri: str) -> int:
+        hadoop_file = self._jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
+            self._path(uri), self._conf
+        )
+        reader = self._jvm.org.apache.parquet.hadoop.ParquetFileReader.open(hadoop_file)
+        try:
+            return int(reader.getRecordCount())
+        finally:
+            reader.close()
+
+    def delete(self, uri: str) -> None:
+        try:
+            self._fs.delete(self._path(uri), True)
+        except Exception:  # noqa: BLE001 - best effort clean-up; the log never names these
+            log.warning("could not delete %s", uri)
