@@ -1,0 +1,248 @@
+"""The ``logcrnn`` command: one subcommand per job, plus sql, synth, bench and demo.
+
+Every subcommand takes ``--conf FILE``, ``--lake DIR`` and ``--set key=value``.  Commands that
+report figures accept ``--json`` and then print exactly one JSON object as the last line of
+stdout.  Exit status: 0 on success; 2 for a usage error (missing input, unknown source, bad
+SQL); 3 for unreadable data (a corrupt file); 1 otherwise; always with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from logcrnn.errors import LogcrnnError, UsageError
+
+log = logging.getLogger("logcrnn")
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_DIR = REPO / "data" / "sample"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", default=None, help="config file (default conf/local.yaml)")
+    parser.add_argument("--lake", default=None, help="lake root, overriding lake.root")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set spark.conf.spark.sql.shuffle.partitions=4",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logcrnn", description="Nightly log anomaly detection on Spark and Delta Lake."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="raw log files -> bronze.raw_lines")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
+    p.add_argument("--input", required=True, nargs="+", help="files, folders or globs")
+    p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
+
+    p = sub.add_parser("sql", help="Spark SQL over the lake's tables by name")
+    _common(p)
+    p.add_argument("query")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--limit", type=int, default=1000, help="rows to print at most")
+
+    p = sub.add_parser("history", help="a table's Delta versions")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("table", help="e.g. bronze.raw_lines")
+
+    p = sub.add_parser("synth", help="scale-up data by replaying a real sample")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", required=True)
+    p.add_argument("--from", dest="sample", required=True, help="sample log (plain or .gz)")
+    p.add_argument("--lines", type=int, required=True)
+    p.add_argument("--out", required=True, help="a .log/.gz file, or a folder for --files")
+    p.add_argument("--files", type=int, default=1, help="split the output into N files")
+    p.add_argument("--labels", default=None, help="BlockId,Label file of the sample")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("bench", help="benchmarks that print their figures")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("what", choices=("ingest",))
+    p.add_argument("--lines", type=int, default=10_000_000)
+    p.add_argument("--source", default="hdfs")
+    p.add_argument("--from", dest="sample", default=None, help="sample to replay")
+    p.add_argument("--files", type=int, default=8, help="input files the lines are split into")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--workdir", default=".bench", help="scratch space for data and lakes")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("demo", help="the pipeline on the bundled sample, local Spark")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--date", default="2008-11-09")
+    return parser
+
+
+# ------------------------------------------------------------------------------------------
+# commands
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from logcrnn.config import load_config
+
+    return load_config(args.conf, overrides=args.set, lake=args.lake)
+
+
+def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import ingest
+    from logcrnn.config import load_source
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    load_source(cfg, args.source)  # fail on an unknown source before starting Spark
+    with spark_session("ingest_logs", cfg.spark) as spark:
+        report = ingest.run(spark, cfg, args.source, args.input, args.date)
+    if not args.json:
+        print(
+            f"{report.source} {report.night}: {report.lines_read} lines from "
+            f"{report.files} files ({report.bytes} bytes), {report.parsed} parsed, "
+            f"{report.malformed} malformed {report.malformed_by_reason or ''}, "
+            f"{report.seconds:.1f}s -> bronze.raw_lines v{report.table_version}"
+        )
+    return report.as_dict()
+
+
+def cmd_sql(args: argparse.Namespace) -> None:
+    from pyspark.errors import PySparkException
+
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    with spark_session("sql", cfg.spark) as spark:
+        lake = Lake.from_settings(spark, cfg.lake)
+        try:
+            df = lake.sql(args.query)
+            rows = df.limit(args.limit).toPandas()
+        except PySparkException as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise UsageError(f"SQL error: {first}") from exc
+    if args.format == "csv":
+        rows.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(rows.to_json(orient="records", date_format="iso", default_handler=str))
+    else:
+        print(rows.to_string(index=False) if len(rows) else "(no rows)")
+
+
+def cmd_history(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    with spark_session("history", cfg.spark) as spark:
+        history = Lake.from_settings(spark, cfg.lake).history(args.table)
+    if not args.json:
+        for entry in history:
+            extra = {k: v for k, v in entry.items() if k.startswith("logcrnn.")}
+            print(f"v{entry.get('version')} {entry.get('operation')} {json.dumps(extra)}")
+    return {"table": args.table, "versions": history}
+
+
+def cmd_synth(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn.config import load_source
+    from logcrnn.synth import synth
+
+    cfg = _config(args)
+    spec = load_source(cfg, args.source)
+    summary = synth(
+        spec,
+        Path(args.sample),
+        args.lines,
+        Path(args.out),
+        files=args.files,
+        seed=args.seed,
+        labels_path=Path(args.labels) if args.labels else None,
+    )
+    if not args.json:
+        print(f"wrote {summary['lines']} lines into {len(summary['files'])} file(s)")  # type: ignore[arg-type]
+    return summary
+
+
+def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import bench
+
+    cfg = _config(args)
+    sample = Path(args.sample) if args.sample else SAMPLE_DIR / "hdfs" / "HDFS_20000.log.gz"
+    result = bench.bench_ingest(
+        cfg,
+        source=args.source,
+        sample=sample,
+        lines=args.lines,
+        files=args.files,
+        repeat=args.repeat,
+        workdir=Path(args.workdir),
+        seed=args.seed,
+    )
+    if not args.json:
+        print(bench.format_ingest(result))
+    return result
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import demo
+
+    cfg = _config(args)
+    result = demo.run(cfg, SAMPLE_DIR, args.date)
+    if not args.json:
+        print(demo.format_summary(result))
+    return result
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "sql": cmd_sql,
+    "history": cmd_history,
+    "synth": cmd_synth,
+    "bench": cmd_bench,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result = COMMANDS[args.command](args)
+    except LogcrnnError as exc:
+        print(f"logcrnn {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"logcrnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "json", False) and result is not None:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
