@@ -291,17 +291,22 @@ def parse_lines(
 # the job
 
 
-_FILE_IN_ERROR = re.compile(r"(?:file|path)[:= ]+(\S+)", re.IGNORECASE)
+_COMPRESSED = (".gz", ".bz2", ".deflate", ".zst", ".lz4", ".snappy", ".xz")
 
 
-def _corrupt_file(exc: BaseException, files: Sequence[InputFile]) -> str | None:
-    text = str(exc)
-    for f in files:
-        bare = f.uri.split(":", 1)[1] if f.uri.startswith("file:") else f.uri
-        if f.uri in text or bare in text:
+def _find_unreadable(spark: SparkSession, files: Sequence[InputFile]) -> str | None:
+    """The first input Spark cannot read to the end (only called after a failed read).
+
+    Spark's error does not name the file, so each file is read on its own, compressed files
+    (the usual culprits: a truncated ``.gz``) first.
+    """
+    ordered = sorted(files, key=lambda f: not f.uri.endswith(_COMPRESSED))
+    for f in ordered:
+        try:
+            spark.read.text(f.uri).select(F.count(F.lit(1))).collect()
+        except Exception:  # noqa: BLE001 - any failure names this file
             return f.uri
-    match = _FILE_IN_ERROR.search(text)
-    return match.group(1) if match else None
+    return None
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -341,7 +346,7 @@ def run(
     except Exception as exc:
         if isinstance(exc, (UsageError, DataError)):
             raise
-        bad = _corrupt_file(exc, files)
+        bad = _find_unreadable(spark, files)
         if bad is not None:
             raise DataError(f"cannot read {bad}: {_root_cause(exc)}; nothing committed") from exc
         raise

@@ -1,0 +1,194 @@
+"""Ingestion: every line kept with its file and line number; bad input flagged, never lost."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from logcrnn import ingest
+from logcrnn.cli import main
+from logcrnn.config import Config
+from logcrnn.errors import DataError, UsageError
+from logcrnn.lake import Lake
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+
+NIGHT = "2008-11-09"
+GOOD = (
+    "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block "
+    "blk_38865049064139660 terminating"
+)
+
+
+def _lines_of(path: Path) -> list[bytes]:
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return data.splitlines()
+
+
+def _bronze(lake: Lake, source: str = "hdfs"):  # type: ignore[no-untyped-def]
+    return lake.read("bronze.raw_lines", night=NIGHT, source=source)
+
+
+@pytest.fixture()
+def lake(spark: SparkSession, tmp_path: Path) -> Lake:
+    return Lake(spark, str(tmp_path / "lake"))
+
+
+def test_real_sample_every_line_kept_in_order(
+    spark: SparkSession, cfg: Config, lake: Lake
+) -> None:
+    path = SAMPLE / "hdfs" / "HDFS_20000.log.gz"
+    report = ingest.run(spark, cfg, "hdfs", [str(path)], NIGHT, lake=lake)
+    expected = [b.decode() for b in _lines_of(path)]
+    rows = _bronze(lake).orderBy("line_no").select("line_no", "line", "parse_ok").collect()
+    assert [r.line_no for r in rows] == list(range(1, 20001))
+    assert [r.line for r in rows] == expected
+    assert all(r.parse_ok for r in rows)
+    assert (report.lines_read, report.parsed, report.malformed) == (20000, 20000, 0)
+    first = _bronze(lake).where("line_no = 1").first()
+    assert first is not None
+    assert str(first.ts) == "2008-11-09 20:35:18"
+    assert (first.level, first.component) == ("INFO", "dfs.DataNode$DataXceiver")
+    assert first.session_keys == ["blk_-1608999687919862906"]
+    assert first.fields["Pid"] == "143"
+    # every block id of the log appears in session_keys (1,782 distinct, per the manifest)
+    n_blocks = _bronze(lake).select(F.explode("session_keys")).distinct().count()
+    assert n_blocks == 1782
+
+
+def test_line_numbers_across_splits_and_files(
+    spark: SparkSession, cfg: Config, lake: Lake, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.log"
+    lines = [f"081109 2036{i % 60:02d} {i} INFO c: message {i} blk_{i}" for i in range(30000)]
+    big.write_text("\n".join(lines) + "\n")
+    small = tmp_path / "small.log"
+    small.write_text("\n".join(lines[:7]))  # no trailing newline
+    old = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "65536")  # ~30 splits of big.log
+    try:
+        ingest.run(spark, cfg, "hdfs", [str(tmp_path / "*.log")], NIGHT, lake=lake)
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", old)
+    got = {
+        (Path(r.file).name, r.line_no): r.line for r in _bronze(lake).select(
+            "file", "line_no", "line"
+        ).collect()
+    }
+    want = {("big.log", i + 1): s for i, s in enumerate(lines)}
+    want.update({("small.log", i + 1): s for i, s in enumerate(lines[:7])})
+    assert got == want
+
+
+def test_bad_input_is_flagged_and_nothing_is_lost(
+    spark: SparkSession, cfg: Config, lake: Lake, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "empty.log").write_bytes(b"")
+    garbage = bytes(range(256)) * 4  # binary, includes NUL and \n / \r bytes
+    invalid_utf8 = GOOD.encode()[:40] + b"\xff\xfe\xc3(" + GOOD.encode()[40:]
+    huge = GOOD + " x" * 600_000  # a 1.2 MB line that matches the format
+    mixed = [GOOD.encode(), b"this line does not fit the format", invalid_utf8,
+             huge.encode(), "081109 999999 1 INFO c: bad clock".encode(),
+             "081109 203615 148 INFO dfs.X: non-ASCII: \u00e9t\u00e9 \u65e5\u672c".encode()]
+    (inputs / "mixed.log").write_bytes(b"\n".join(mixed) + b"\n")
+    (inputs / "garbage.bin").write_bytes(garbage)
+    with gzip.open(inputs / "ok.log.gz", "wb") as fh:
+        fh.write(((GOOD + "\n") * 3).encode())
+    report = ingest.run(spark, cfg, "hdfs", [str(inputs)], NIGHT, lake=lake)
+
+    expected_total = len(mixed) + len(garbage.splitlines()) + 3
+    bronze = _bronze(lake)
+    assert bronze.count() == expected_total == report.lines_read
+    assert report.files == 4 and report.empty_files == 1
+
+    rows = {
+        r.line_no: r
+        for r in bronze.where(F.col("file").endswith("mixed.log")).collect()
+    }
+    assert rows[1].parse_ok and rows[1].parse_error is None
+    assert (rows[2].parse_ok, rows[2].parse_error) == (False, "format_mismatch")
+    assert rows[2].line == "this line does not fit the format"
+    assert (rows[3].parse_ok, rows[3].parse_error) == (False, "invalid_utf8")
+    assert bytes(rows[3].raw_bytes) == invalid_utf8  # exact bytes kept
+    assert "\ufffd" in rows[3].line
+    assert (rows[4].parse_ok, rows[4].parse_error) == (False, "line_too_long")
+    assert rows[4].line == huge  # kept whole
+    assert rows[4].session_keys == ["blk_38865049064139660"]
+    assert (rows[5].parse_ok, rows[5].parse_error) == (False, "bad_timestamp")
+    assert rows[5].component == "c"
+    assert rows[6].parse_ok and rows[6].content.endswith("\u00e9t\u00e9 \u65e5\u672c")
+    assert rows[6].raw_bytes is None
+
+    garbage_rows = bronze.where(F.col("file").endswith("garbage.bin"))
+    assert garbage_rows.where("parse_ok").count() == 0
+    assert report.malformed == bronze.where(~F.col("parse_ok")).count()
+    assert sum(report.malformed_by_reason.values()) == report.malformed
+
+
+def test_reingesting_a_night_replaces_it(
+    spark: SparkSession, cfg: Config, lake: Lake
+) -> None:
+    path = str(SAMPLE / "loghub_2k" / "BGL" / "BGL_2k.log.gz")
+    ingest.run(spark, cfg, "bgl", [path], NIGHT, lake=lake)
+    ingest.run(spark, cfg, "hdfs", [str(SAMPLE / "hdfs" / "HDFS_20000.log.gz")], NIGHT,
+               lake=lake)
+    again = ingest.run(spark, cfg, "bgl", [path], NIGHT, lake=lake)
+    assert _bronze(lake, "bgl").count() == 2000
+    assert _bronze(lake, "hdfs").count() == 20000  # the other source is untouched
+    assert again.table_version == 2
+    alerts = _bronze(lake, "bgl").where(F.col("label") != "-").count()
+    assert alerts == 143  # per the data manifest
+
+
+def test_truncated_gz_is_named_and_nothing_is_committed(
+    spark: SparkSession, cfg: Config, lake: Lake, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.log"
+    good.write_text(GOOD + "\n")
+    ingest.run(spark, cfg, "hdfs", [str(good)], NIGHT, lake=lake)
+    full = gzip.compress(((GOOD + "\n") * 5000).encode())
+    bad = tmp_path / "cut.log.gz"
+    bad.write_bytes(full[: len(full) // 2])
+    with pytest.raises(DataError, match=r"cannot read .*cut\.log\.gz.*nothing committed"):
+        ingest.run(spark, cfg, "hdfs", [str(good), str(bad)], NIGHT, lake=lake)
+    assert lake.version("bronze.raw_lines") == 0
+    assert _bronze(lake).count() == 1
+
+
+def test_missing_input_and_unknown_source_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake = str(tmp_path / "lake")
+    code = main(["ingest", "--source", "hdfs", "--input", str(tmp_path / "nope*.log"),
+                 "--date", NIGHT, "--lake", lake])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "input not found" in err[0] and "nope*.log" in err[0]
+    code = main(["ingest", "--source", "nosuch", "--input", str(tmp_path), "--date", NIGHT,
+                 "--lake", lake])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "unknown source 'nosuch'" in err[0]
+
+
+def test_missing_input_raises_usage_error(spark: SparkSession, cfg: Config, lake: Lake) -> None:
+    with pytest.raises(UsageError, match="input not found"):
+        ingest.run(spark, cfg, "hdfs", ["/nonexistent/dir/x.log"], NIGHT, lake=lake)
+
+
+def test_cli_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "a.log"
+    log.write_text(GOOD + "\nbroken\n")
+    code = main(["ingest", "--source", "hdfs", "--input", str(log), "--date", NIGHT,
+                 "--lake", str(tmp_path / "lake"), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["lines_read"] == 2 and report["parsed"] == 1 and report["malformed"] == 1
+    assert report["bytes"] == log.stat().st_size
+    assert report["seconds"] > 0
