@@ -13,8 +13,9 @@ format into one of two plans, both built only from Spark's native functions (no 
   negated classes of the next separator's first character, so the match is linear in the line
   length (no nested lazy groups that backtrack on long lines).
 
-Both plans return the fields as a struct column plus a ``matched`` flag; a line that does not
-fit the format gives ``matched = false`` and null fields.
+Like Loghub's own parser, both plans match the line with surrounding whitespace stripped (so
+the message never ends in stray blanks), and return the fields as a struct column plus a
+``matched`` flag; a line that does not fit the format gives ``matched = false`` and null fields.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from logcrnn.errors import ConfigError
@@ -31,6 +32,7 @@ _FIELD = re.compile(r"(<[^<>]+>)")
 _SEP = "\u0001"  # joins fields in the regex plan; lines holding it never match
 _MARK = "\u0002"  # prefixes a successful regex rewrite
 _REGEX_META = set(".^$*+?()[]{}|\\")
+_BLANKS = " \t\n\r\x0b\x0c"  # what Loghub's line.strip() removes (ASCII whitespace)
 
 
 @dataclass(frozen=True)
@@ -59,34 +61,52 @@ class CompiledFormat:
     separators: tuple[Separator, ...] = ()
     prefix: str = ""
 
-    def extract(self, line: Column) -> tuple[Column, Column]:
-        """``(fields struct, matched boolean)`` for a string column of lines."""
-        if self.plan == "delimited":
-            return self._extract_delimited(line)
-        return self._extract_regex(line)
+    def apply(self, df: DataFrame, line: str) -> DataFrame:
+        """``df`` plus ``h`` (struct of the fields, null if no match) and ``_matched``.
 
-    def _extract_delimited(self, line: Column) -> tuple[Column, Column]:
-        rest = line
-        ok: Column = F.lit(True)
-        if self.prefix:
-            ok = rest.startswith(self.prefix)
-            rest = rest.substr(F.lit(len(self.prefix) + 1), F.lit(1 << 30))
-        values: list[Column] = []
-        for sep in self.separators:
-            needle = sep.needle
-            # instr and substr both count characters, so the cut is exact for any text.
-            pos = F.instr(rest, needle)
-            ok = ok & (pos > 0)
-            value = F.substring_index(rest, needle, 1)
-            rest = rest.substr(pos + F.lit(len(needle)), F.lit(1 << 30))
-            if sep.lead_ws:
-                value = F.rtrim(value)
-            if sep.trail_ws or not sep.core:
-                rest = F.ltrim(rest)
-            values.append(value)
-        values.append(rest)
-        struct = F.struct(*[v.alias(n) for v, n in zip(values, self.fields, strict=True)])
-        return F.when(ok, struct), ok
+        Each cutting step is its own projection, so every intermediate string is computed
+        once (nested expressions would be re-evaluated at every reference).
+        """
+        stripped = F.btrim(F.col(line), F.lit(_BLANKS))
+        if self.plan == "regex":
+            header, ok = self._extract_regex(stripped)
+            return df.withColumn("_matched", ok).withColumn(
+                "h", F.when(F.col("_matched"), header)
+            )
+        keep = [F.col(c) for c in df.columns]
+        # Positions, not copies: each separator is found with locate() from where the previous
+        # field ended, so a line is scanned once and each field is cut out exactly once.
+        df = df.select(*keep, stripped.alias("_s"))
+        start = len(self.prefix) + 1
+        ok: Column = F.col("_s").startswith(self.prefix) if self.prefix else F.lit(True)
+        df = df.select("*", F.lit(start).alias("_b0"), ok.alias("_matched"))
+        for i, sep in enumerate(self.separators):
+            pos = F.expr(f"locate({_sql_string(sep.needle)}, _s, _b{i})")
+            df = df.select("*", pos.alias(f"_e{i}")).select(
+                "*",
+                (F.col(f"_e{i}") + len(sep.needle)).alias(f"_b{i + 1}"),
+            )
+        n = len(self.separators)
+        matched = F.col("_matched")
+        values = []
+        for i, sep in enumerate(self.separators):
+            begin, end = F.col(f"_b{i}"), F.col(f"_e{i}")
+            matched = matched & (end > 0)
+            if i > 0 and _blank_after(self.separators[i - 1]):
+                # Loghub's \s+ would absorb a longer run of blanks; flag such a line
+                # rather than shift its fields.
+                matched = matched & (F.col("_s").substr(begin, F.lit(1)) != " ")
+            values.append(F.col("_s").substr(begin, end - begin))
+        content = F.col("_s").substr(F.col(f"_b{n}"), F.lit(1 << 30))
+        if n and _blank_after(self.separators[-1]):
+            content = F.ltrim(content)
+        values.append(content)
+        struct = F.struct(*[v.alias(f) for v, f in zip(values, self.fields, strict=True)])
+        return df.select(
+            *keep,
+            matched.alias("_matched"),
+            F.when(matched, struct).alias("h"),
+        )
 
     def _extract_regex(self, line: Column) -> tuple[Column, Column]:
         replacement = _MARK + _SEP.join(f"${i + 1}" for i in range(len(self.fields)))
@@ -95,6 +115,14 @@ class CompiledFormat:
         parts = F.split(F.substring(rewritten, 2, 1 << 30), _SEP, len(self.fields))
         struct = F.struct(*[parts[i].alias(n) for i, n in enumerate(self.fields)])
         return F.when(ok, struct), ok
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _blank_after(sep: Separator) -> bool:
+    return sep.trail_ws or not sep.core
 
 
 def _unescape_literal(text: str) -> str | None:
@@ -124,19 +152,49 @@ def _separator(literal: str) -> Separator:
     return Separator(core, literal.startswith(" "), literal.endswith(" "))
 
 
+def _java_text(text: str) -> str:
+    """Java regex for plain separator text in a lookahead: blank runs match ``\\s++``."""
+    out = []
+    for chunk in re.split("( +)", text):
+        if chunk.startswith(" "):
+            out.append(r"\s++")
+        elif chunk:
+            out.append(re.escape(chunk))
+    return "".join(out)
+
+
 def _field_pattern(next_literal: str | None, overrides: dict[str, str], name: str) -> str:
+    """The Java regex of one field: everything up to the first occurrence of the separator.
+
+    Loghub's ``(.*?)`` is emulated without backtracking: the field takes, possessively, runs
+    of characters that cannot start the separator, and a separator's first character only
+    where the rest of the separator does not follow (a fixed lookahead).  Every character is
+    thus looked at a bounded number of times, and possessive loops run iteratively in Java's
+    engine (no stack growth on long lines).  This is the same cut the delimited plan makes.
+    """
     if name in overrides:
         return overrides[name]
     if next_literal is None:
         return f"[^{_SEP}]*"
     plain = _unescape_literal(next_literal)
-    first = next_literal[:1]
-    if plain is not None and plain:
-        first_char = plain[0]
-        if first_char == " ":
-            return rf"[^\s{_SEP}]*"
-        return f"[^{re.escape(first_char)}{_SEP}]*"
-    if first == " ":
+    if plain:
+        core = plain.lstrip(" ")
+        if not core:  # a blank run: the field is one word
+            return rf"[^\s{_SEP}]*+"
+        if core != plain:  # blanks then text: words, and blank runs not followed by the text
+            ahead = _java_text(core).removesuffix(r"\s++")
+            if core.endswith(" "):
+                ahead += r"\s"
+            return rf"[^\s{_SEP}]*+(?:\s++(?!{ahead})[^\s{_SEP}]++)*+"
+        first = re.escape(core[0])
+        rest = core[1:]
+        if not rest:
+            return f"[^{first}{_SEP}]*+"
+        ahead = _java_text(rest).removesuffix(r"\s++")
+        if rest.endswith(" "):
+            ahead += r"\s"
+        return f"(?:[^{first}{_SEP}]++|{first}(?!{ahead}))*+"
+    if next_literal[:1] == " ":
         return rf"[^\s{_SEP}]*"
     return f"[^{_SEP}]*?"
 
@@ -180,7 +238,13 @@ def compile_format(fmt: str, field_patterns: dict[str, str] | None = None) -> Co
     regex += "$"
 
     plain = [_unescape_literal(lit) for lit in literals]
-    delimited = not overrides and all(p is not None for p in plain)
+    # Fixed single-space separators only: a run of blanks in the format ("  ") means fields
+    # are padded to varying widths, which the regex plan handles.
+    delimited = (
+        not overrides
+        and all(p is not None for p in plain)
+        and not any("  " in lit for lit in literals)
+    )
     separators: list[Separator] = []
     if delimited:
         try:

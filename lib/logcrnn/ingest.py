@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
@@ -137,15 +138,15 @@ def split_offsets(spark: SparkSession, uris: Sequence[str]) -> DataFrame:
     )
 
 
-def read_numbered(spark: SparkSession, uris: Sequence[str]) -> tuple[DataFrame, list[Any]]:
-    """Pass 2: ``file, line_no, value`` for every line, and the collected split table."""
+def read_numbered(spark: SparkSession, uris: Sequence[str]) -> DataFrame:
+    """Pass 2 of the general plan: ``file, line_no, value`` for every line of ``uris``."""
     splits = split_offsets(spark, uris).collect()  # one row per split, never per line
     table = spark.createDataFrame(
         [(r.file, r.block_start, r.first_id, r.lines_before) for r in splits],
         "file string, block_start long, first_id long, lines_before long",
     )
     lines = _scan(spark, uris).join(F.broadcast(table), ["file", "block_start"])
-    numbered = lines.select(
+    return lines.select(
         "file",
         (
             F.col("lines_before")
@@ -154,7 +155,48 @@ def read_numbered(spark: SparkSession, uris: Sequence[str]) -> tuple[DataFrame, 
         ).alias("line_no"),
         "value",
     )
-    return numbered, splits
+
+
+def read_whole_files(spark: SparkSession, uris: Sequence[str]) -> DataFrame:
+    """``file, line_no, value`` in one pass, valid only under :func:`one_partition_per_file`.
+
+    With each file read as one partition, the row index inside the partition (the low bits
+    of ``monotonically_increasing_id``) is the line index.
+    """
+    return _scan(spark, uris).select(
+        "file",
+        (F.col("row_id").bitwiseAND(F.lit(_ID_MASK)) + 1).alias("line_no"),
+        "value",
+    )
+
+
+_WHOLE = str(1 << 40)
+
+
+@contextmanager
+def one_partition_per_file(spark: SparkSession) -> Iterator[None]:
+    """Plan file scans with one file per partition (split size and open cost both huge)."""
+    keys = ("spark.sql.files.maxPartitionBytes", "spark.sql.files.openCostInBytes")
+    old = {k: spark.conf.get(k, None) for k in keys}
+    for k in keys:
+        spark.conf.set(k, _WHOLE)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
+def _split_bytes(spark: SparkSession) -> int:
+    text = str(spark.conf.get("spark.sql.files.maxPartitionBytes", "128MB"))
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    match = re.fullmatch(r"(\d+)\s*([kmg]?)b?", text.strip().lower())
+    if not match:
+        return 128 << 20
+    return int(match.group(1)) * units.get(match.group(2), 1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -227,9 +269,9 @@ def parse_lines(
         F.lit(str(night)).cast("date").alias("night"),
     )
     too_long = F.octet_length("line") > max_parse_bytes
-    header, matched = fmt.extract(F.col("line"))
-    df = df.withColumn("h", F.when(~too_long, header)).withColumn(
-        "_matched", ~too_long & F.coalesce(matched, F.lit(False))
+    df = df.withColumn("_parse_in", F.when(~too_long, F.col("line")))
+    df = fmt.apply(df, "_parse_in").withColumn(
+        "_matched", F.coalesce(F.col("_matched"), F.lit(False))
     )
     content_field = fmt.fields[-1]
     ts = _timestamp(spec, F.col("h"))
@@ -339,10 +381,23 @@ def run(
     files = expand_inputs(spark, inputs)
     uris = [f.uri for f in files]
     lake = lake or Lake.from_settings(spark, cfg.lake)
+    # Files Spark reads whole anyway (compressed) or that fit one split are numbered in one
+    # pass; a larger plain file is split across tasks and needs the counting pass.
+    single_pass = all(
+        f.uri.endswith(_COMPRESSED) or f.size <= _split_bytes(spark) for f in files
+    )
     try:
-        numbered, splits = read_numbered(spark, uris)
-        bronze = parse_lines(numbered, spec, night_d, cfg.ingest.max_parse_bytes, compiled)
-        version = lake.write(bronze, TABLE, night_d, source=spec.name)
+        if single_pass:
+            with one_partition_per_file(spark):
+                numbered = read_whole_files(spark, uris)
+                bronze = parse_lines(
+                    numbered, spec, night_d, cfg.ingest.max_parse_bytes, compiled
+                )
+                version = lake.write(bronze, TABLE, night_d, source=spec.name)
+        else:
+            numbered = read_numbered(spark, uris)
+            bronze = parse_lines(numbered, spec, night_d, cfg.ingest.max_parse_bytes, compiled)
+            version = lake.write(bronze, TABLE, night_d, source=spec.name)
     except Exception as exc:
         if isinstance(exc, (UsageError, DataError)):
             raise
@@ -350,24 +405,24 @@ def run(
         if bad is not None:
             raise DataError(f"cannot read {bad}: {_root_cause(exc)}; nothing committed") from exc
         raise
-    lines_by_file: dict[str, int] = {}
-    for r in splits:
-        lines_by_file[r.file] = lines_by_file.get(r.file, 0) + int(r.lines)
-    lines_read = sum(lines_by_file.values())
-    reasons = {
-        r["parse_error"]: int(r["n"])
-        for r in lake.read(TABLE, night=night_d, source=spec.name, version=version)
-        .where(~F.col("parse_ok"))
-        .groupBy("parse_error")
+    counts = (
+        lake.read(TABLE, night=night_d, source=spec.name, version=version)
+        .groupBy("file", "parse_error")
         .agg(F.count(F.lit(1)).alias("n"))
         .collect()
-    }
+    )
+    lines_read = sum(int(r["n"]) for r in counts)
+    files_with_lines = len({r["file"] for r in counts})
+    reasons: dict[str, int] = {}
+    for r in counts:
+        if r["parse_error"] is not None:
+            reasons[r["parse_error"]] = reasons.get(r["parse_error"], 0) + int(r["n"])
     malformed = sum(reasons.values())
     report = IngestReport(
         source=spec.name,
         night=str(night_d),
         files=len(files),
-        empty_files=len(files) - len(lines_by_file),
+        empty_files=len(files) - files_with_lines,
         bytes=sum(f.size for f in files),
         lines_read=lines_read,
         parsed=lines_read - malformed,
