@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-
 from logcrnn import ingest
 from logcrnn.cli import main
 from logcrnn.config import Config
 from logcrnn.errors import DataError, UsageError
 from logcrnn.lake import Lake
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
@@ -39,9 +38,7 @@ def lake(spark: SparkSession, tmp_path: Path) -> Lake:
     return Lake(spark, str(tmp_path / "lake"))
 
 
-def test_real_sample_every_line_kept_in_order(
-    spark: SparkSession, cfg: Config, lake: Lake
-) -> None:
+def test_real_sample_every_line_kept_in_order(spark: SparkSession, cfg: Config, lake: Lake) -> None:
     path = SAMPLE / "hdfs" / "HDFS_20000.log.gz"
     report = ingest.run(spark, cfg, "hdfs", [str(path)], NIGHT, lake=lake)
     expected = [b.decode() for b in _lines_of(path)]
@@ -76,9 +73,8 @@ def test_line_numbers_across_splits_and_files(
     finally:
         spark.conf.set("spark.sql.files.maxPartitionBytes", old)
     got = {
-        (Path(r.file).name, r.line_no): r.line for r in _bronze(lake).select(
-            "file", "line_no", "line"
-        ).collect()
+        (Path(r.file).name, r.line_no): r.line
+        for r in _bronze(lake).select("file", "line_no", "line").collect()
     }
     want = {("big.log", i + 1): s for i, s in enumerate(lines)}
     want.update({("small.log", i + 1): s for i, s in enumerate(lines[:7])})
@@ -94,9 +90,14 @@ def test_bad_input_is_flagged_and_nothing_is_lost(
     garbage = bytes(range(256)) * 4  # binary, includes NUL and \n / \r bytes
     invalid_utf8 = GOOD.encode()[:40] + b"\xff\xfe\xc3(" + GOOD.encode()[40:]
     huge = GOOD + " x" * 600_000  # a 1.2 MB line that matches the format
-    mixed = [GOOD.encode(), b"this line does not fit the format", invalid_utf8,
-             huge.encode(), "081109 999999 1 INFO c: bad clock".encode(),
-             "081109 203615 148 INFO dfs.X: non-ASCII: \u00e9t\u00e9 \u65e5\u672c".encode()]
+    mixed = [
+        GOOD.encode(),
+        b"this line does not fit the format",
+        invalid_utf8,
+        huge.encode(),
+        b"081109 999999 1 INFO c: bad clock",
+        "081109 203615 148 INFO dfs.X: non-ASCII: \u00e9t\u00e9 \u65e5\u672c".encode(),
+    ]
     (inputs / "mixed.log").write_bytes(b"\n".join(mixed) + b"\n")
     (inputs / "garbage.bin").write_bytes(garbage)
     with gzip.open(inputs / "ok.log.gz", "wb") as fh:
@@ -108,10 +109,7 @@ def test_bad_input_is_flagged_and_nothing_is_lost(
     assert bronze.count() == expected_total == report.lines_read
     assert report.files == 4 and report.empty_files == 1
 
-    rows = {
-        r.line_no: r
-        for r in bronze.where(F.col("file").endswith("mixed.log")).collect()
-    }
+    rows = {r.line_no: r for r in bronze.where(F.col("file").endswith("mixed.log")).collect()}
     assert rows[1].parse_ok and rows[1].parse_error is None
     assert (rows[2].parse_ok, rows[2].parse_error) == (False, "format_mismatch")
     assert rows[2].line == "this line does not fit the format"
@@ -132,13 +130,10 @@ def test_bad_input_is_flagged_and_nothing_is_lost(
     assert sum(report.malformed_by_reason.values()) == report.malformed
 
 
-def test_reingesting_a_night_replaces_it(
-    spark: SparkSession, cfg: Config, lake: Lake
-) -> None:
+def test_reingesting_a_night_replaces_it(spark: SparkSession, cfg: Config, lake: Lake) -> None:
     path = str(SAMPLE / "loghub_2k" / "BGL" / "BGL_2k.log.gz")
     ingest.run(spark, cfg, "bgl", [path], NIGHT, lake=lake)
-    ingest.run(spark, cfg, "hdfs", [str(SAMPLE / "hdfs" / "HDFS_20000.log.gz")], NIGHT,
-               lake=lake)
+    ingest.run(spark, cfg, "hdfs", [str(SAMPLE / "hdfs" / "HDFS_20000.log.gz")], NIGHT, lake=lake)
     again = ingest.run(spark, cfg, "bgl", [path], NIGHT, lake=lake)
     assert _bronze(lake, "bgl").count() == 2000
     assert _bronze(lake, "hdfs").count() == 20000  # the other source is untouched
@@ -166,13 +161,25 @@ def test_missing_input_and_unknown_source_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lake = str(tmp_path / "lake")
-    code = main(["ingest", "--source", "hdfs", "--input", str(tmp_path / "nope*.log"),
-                 "--date", NIGHT, "--lake", lake])
+    code = main(
+        [
+            "ingest",
+            "--source",
+            "hdfs",
+            "--input",
+            str(tmp_path / "nope*.log"),
+            "--date",
+            NIGHT,
+            "--lake",
+            lake,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "input not found" in err[0] and "nope*.log" in err[0]
-    code = main(["ingest", "--source", "nosuch", "--input", str(tmp_path), "--date", NIGHT,
-                 "--lake", lake])
+    code = main(
+        ["ingest", "--source", "nosuch", "--input", str(tmp_path), "--date", NIGHT, "--lake", lake]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "unknown source 'nosuch'" in err[0]
 
@@ -185,8 +192,20 @@ def test_missing_input_raises_usage_error(spark: SparkSession, cfg: Config, lake
 def test_cli_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "a.log"
     log.write_text(GOOD + "\nbroken\n")
-    code = main(["ingest", "--source", "hdfs", "--input", str(log), "--date", NIGHT,
-                 "--lake", str(tmp_path / "lake"), "--json"])
+    code = main(
+        [
+            "ingest",
+            "--source",
+            "hdfs",
+            "--input",
+            str(log),
+            "--date",
+            NIGHT,
+            "--lake",
+            str(tmp_path / "lake"),
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["lines_read"] == 2 and report["parsed"] == 1 and report["malformed"] == 1

@@ -7,11 +7,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-
 from logcrnn.errors import LakeError, UsageError
 from logcrnn.lake import Lake
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 
 def _ids(df) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
@@ -38,11 +37,16 @@ def test_write_replaces_exactly_one_night(spark: SparkSession, lake: Lake) -> No
     v2 = lake.write(spark.range(100, 102), "scratch.t", night="2024-01-01")
     assert (v0, v1, v2) == (0, 1, 2)
     assert _ids(lake.read("scratch.t")) == [
-        ("2024-01-01", 100), ("2024-01-01", 101),
-        ("2024-01-02", 10), ("2024-01-02", 11), ("2024-01-02", 12),
+        ("2024-01-01", 100),
+        ("2024-01-01", 101),
+        ("2024-01-02", 10),
+        ("2024-01-02", 11),
+        ("2024-01-02", 12),
     ]
     assert _ids(lake.read("scratch.t", night="2024-01-02")) == [
-        ("2024-01-02", 10), ("2024-01-02", 11), ("2024-01-02", 12),
+        ("2024-01-02", 10),
+        ("2024-01-02", 11),
+        ("2024-01-02", 12),
     ]
     # re-running a night never duplicates
     lake.write(spark.range(100, 102), "scratch.t", night="2024-01-01")

@@ -137,7 +137,7 @@ def cmd_sql(args: argparse.Namespace) -> None:
         lake = Lake.from_settings(spark, cfg.lake)
         try:
             df = lake.sql(args.query)
-            rows = df.limit(args.limit).toPandas()
+            rows: Any = df.limit(args.limit).toPandas()
         except PySparkException as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise UsageError(f"SQL error: {first}") from exc

@@ -225,9 +225,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         val_tp = args[1] if len(args) == 2 else Any
-        return _frozen_map(
-            {str(k): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
-        )
+        return _frozen_map({str(k): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()})
     if origin in (Sequence, list, tuple) or tp is Sequence:
         if isinstance(value, str) or not isinstance(value, Sequence):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

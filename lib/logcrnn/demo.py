@@ -78,7 +78,7 @@ def format_summary(result: dict[str, Any]) -> str:
             f"{b.get('first_ts')} .. {b.get('last_ts')}"
         )
     lines.append(
-        "query it: .venv/bin/logcrnn sql \"SELECT source, parse_ok, count(*) FROM "
-        "bronze.raw_lines GROUP BY source, parse_ok\""
+        'query it: .venv/bin/logcrnn sql "SELECT source, parse_ok, count(*) FROM '
+        'bronze.raw_lines GROUP BY source, parse_ok"'
     )
     return "\n".join(lines)

@@ -70,16 +70,14 @@ class CompiledFormat:
         stripped = F.btrim(F.col(line), F.lit(_BLANKS))
         if self.plan == "regex":
             header, ok = self._extract_regex(stripped)
-            return df.withColumn("_matched", ok).withColumn(
-                "h", F.when(F.col("_matched"), header)
-            )
+            return df.withColumn("_matched", ok).withColumn("h", F.when(F.col("_matched"), header))
         keep = [F.col(c) for c in df.columns]
         # Positions, not copies: each separator is found with locate() from where the previous
         # field ended, so a line is scanned once and each field is cut out exactly once.
         df = df.select(*keep, stripped.alias("_s"))
         start = len(self.prefix) + 1
-        ok: Column = F.col("_s").startswith(self.prefix) if self.prefix else F.lit(True)
-        df = df.select("*", F.lit(start).alias("_b0"), ok.alias("_matched"))
+        prefix_ok = F.col("_s").startswith(self.prefix) if self.prefix else F.lit(True)
+        df = df.select("*", F.lit(start).alias("_b0"), prefix_ok.alias("_matched"))
         for i, sep in enumerate(self.separators):
             pos = F.expr(f"locate({_sql_string(sep.needle)}, _s, _b{i})")
             df = df.select("*", pos.alias(f"_e{i}")).select(
@@ -89,7 +87,7 @@ class CompiledFormat:
         n = len(self.separators)
         matched = F.col("_matched")
         values = []
-        for i, sep in enumerate(self.separators):
+        for i in range(n):
             begin, end = F.col(f"_b{i}"), F.col(f"_e{i}")
             matched = matched & (end > 0)
             if i > 0 and _blank_after(self.separators[i - 1]):
@@ -256,7 +254,5 @@ def compile_format(fmt: str, field_patterns: dict[str, str] | None = None) -> Co
         if plain[0] and plain[0] != plain[0].strip():
             delimited = False
     if delimited:
-        return CompiledFormat(
-            fields, "delimited", regex, tuple(separators), prefix=str(plain[0])
-        )
+        return CompiledFormat(fields, "delimited", regex, tuple(separators), prefix=str(plain[0]))
     return CompiledFormat(fields, "regex", regex)

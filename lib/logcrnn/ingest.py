@@ -308,9 +308,7 @@ def parse_lines(
     )
     if has_ts:
         error = error.when(F.col("ts").isNull(), "bad_timestamp")
-    df = df.withColumn("parse_error", error).withColumn(
-        "parse_ok", F.col("parse_error").isNull()
-    )
+    df = df.withColumn("parse_error", error).withColumn("parse_ok", F.col("parse_error").isNull())
     # Session keys come from the message, or from the whole line when the header did not parse
     # (a malformed line still belongs to its block).
     df = df.withColumn(
@@ -321,9 +319,7 @@ def parse_lines(
         *[
             F.col(f.name)
             if f.name not in ("source", "ingested_at")
-            else (F.lit(spec.name) if f.name == "source" else F.current_timestamp()).alias(
-                f.name
-            )
+            else (F.lit(spec.name) if f.name == "source" else F.current_timestamp()).alias(f.name)
             for f in RAW_LINES_SCHEMA.fields
         ]
     )
@@ -346,15 +342,18 @@ def _find_unreadable(spark: SparkSession, files: Sequence[InputFile]) -> str | N
     for f in ordered:
         try:
             spark.read.text(f.uri).select(F.count(F.lit(1))).collect()
-        except Exception:  # noqa: BLE001 - any failure names this file
+        except Exception:
             return f.uri
     return None
 
 
 def _root_cause(exc: BaseException) -> str:
     text = str(exc)
-    for pattern in (r"(java\.io\.EOFException[^\n]*)", r"(java\.io\.IOException[^\n]*)",
-                    r"(java\.util\.zip\.\w+Exception[^\n]*)"):
+    for pattern in (
+        r"(java\.io\.EOFException[^\n]*)",
+        r"(java\.io\.IOException[^\n]*)",
+        r"(java\.util\.zip\.\w+Exception[^\n]*)",
+    ):
         match = re.search(pattern, text)
         if match:
             return match.group(1).strip()
@@ -383,16 +382,12 @@ def run(
     lake = lake or Lake.from_settings(spark, cfg.lake)
     # Files Spark reads whole anyway (compressed) or that fit one split are numbered in one
     # pass; a larger plain file is split across tasks and needs the counting pass.
-    single_pass = all(
-        f.uri.endswith(_COMPRESSED) or f.size <= _split_bytes(spark) for f in files
-    )
+    single_pass = all(f.uri.endswith(_COMPRESSED) or f.size <= _split_bytes(spark) for f in files)
     try:
         if single_pass:
             with one_partition_per_file(spark):
                 numbered = read_whole_files(spark, uris)
-                bronze = parse_lines(
-                    numbered, spec, night_d, cfg.ingest.max_parse_bytes, compiled
-                )
+                bronze = parse_lines(numbered, spec, night_d, cfg.ingest.max_parse_bytes, compiled)
                 version = lake.write(bronze, TABLE, night_d, source=spec.name)
         else:
             numbered = read_numbered(spark, uris)

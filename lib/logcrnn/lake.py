@@ -104,7 +104,7 @@ class Lake:
             return DeltaTable(self.path(table), version=version)
         except TableNotFoundError as exc:
             raise LakeError(f"table {table} does not exist at {self.path(table)}") from exc
-        except Exception as exc:  # noqa: BLE001 - delta-rs raises several kinds
+        except Exception as exc:
             raise LakeError(f"cannot open table {table} at {self.path(table)}: {exc}") from exc
 
     # ---------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class Lake:
                 .partitionBy(*spec.partition_by)
                 .save(self.path(spec.name))
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise LakeError(f"writing {spec.name} ({where}) failed: {_short(exc)}") from exc
         return self.version(spec.name)
 
@@ -380,5 +380,5 @@ class _HadoopFS:
     def delete(self, uri: str) -> None:
         try:
             self._fs.delete(self._path(uri), True)
-        except Exception:  # noqa: BLE001 - best effort clean-up; the log never names these
+        except Exception:
             log.warning("could not delete %s", uri)

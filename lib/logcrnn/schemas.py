@@ -68,9 +68,7 @@ RAW_LINES_SCHEMA = StructType(
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
-    for spec in (
-        TableSpec("bronze.raw_lines", ("night", "source"), RAW_LINES_SCHEMA),
-    )
+    for spec in (TableSpec("bronze.raw_lines", ("night", "source"), RAW_LINES_SCHEMA),)
 }
 
 

@@ -18,14 +18,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 from logcrnn.config import SourceSpec
 from logcrnn.errors import UsageError
 
 # Java datetime letters -> strftime, for the patterns the bundled sources use.
 _JAVA_TO_PY = [
-    ("yyyy", "%Y"), ("yy", "%y"), ("MMM", "%b"), ("MM", "%m"), ("dd", "%d"),
-    ("HH", "%H"), ("mm", "%M"), ("ss", "%S"), ("SSSSSS", "%f"), ("SSS", "%f3"),
+    ("yyyy", "%Y"),
+    ("yy", "%y"),
+    ("MMM", "%b"),
+    ("MM", "%m"),
+    ("dd", "%d"),
+    ("HH", "%H"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+    ("SSSSSS", "%f"),
+    ("SSS", "%f3"),
 ]
 
 
@@ -144,6 +153,13 @@ class Replayer:
             cycle += 1
 
 
+def _open_binary(path: Path) -> IO[bytes]:
+    """A binary writer for ``path``; gzip-compressed when it ends in .gz."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "wb", compresslevel=1)  # type: ignore[return-value]
+    return open(path, "wb")
+
+
 def read_sample(path: Path) -> list[str]:
     """Lines of a plain or ``.gz`` sample file (line ends removed)."""
     if not path.is_file():
@@ -197,10 +213,10 @@ def synth(
     anomalous = 0
     for target, count in zip(targets, per_file, strict=True):
         target.parent.mkdir(parents=True, exist_ok=True)
-        raw = gzip.open(target, "wb", compresslevel=1) if target.suffix == ".gz" else open(
-            target, "wb"
-        )
-        with raw as fh, io.TextIOWrapper(fh, encoding="utf-8", newline="\n") as text:
+        with (
+            _open_binary(target) as fh,
+            io.TextIOWrapper(fh, encoding="utf-8", newline="\n") as text,
+        ):
             buf: list[str] = []
             for _ in range(count):
                 line, cycle, mapping = next(stream)
@@ -217,8 +233,8 @@ def synth(
             if buf:
                 text.write("\n".join(buf) + "\n")
     if labels is not None:
-        with open(label_out, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
+        with open(label_out, "w", newline="", encoding="utf-8") as out_fh:
+            writer = csv.writer(out_fh)
             writer.writerow(["BlockId", "Label"])
             writer.writerows(label_rows)
     return {
