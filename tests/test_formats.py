@@ -76,7 +76,8 @@ def _parse(
     max_bytes: int = MAX_BYTES,
 ) -> list[Row]:
     df = spark.createDataFrame([("t.log", i + 1, v) for i, v in enumerate(lines)], LINE_COLUMNS)
-    out = parse_lines(df, spec, NIGHT, max_bytes, _compiled(spec, plan))
+    compiled = _compiled(spec, plan)
+    out = parse_lines(df, spec, NIGHT, max_bytes, compiled, extra_fields=compiled.fields[:-1])
     return out.orderBy("line_no").collect()
 
 
@@ -117,8 +118,14 @@ def parsed(request: pytest.FixtureRequest, spark: SparkSession) -> dict[str, lis
     parts: list[DataFrame] = []
     for name in SOURCES:
         spec = _spec(name)
+        compiled = _compiled(spec, plan)
         part = parse_lines(
-            lines.where(F.col("file") == name), spec, NIGHT, MAX_BYTES, _compiled(spec, plan)
+            lines.where(F.col("file") == name),
+            spec,
+            NIGHT,
+            MAX_BYTES,
+            compiled,
+            extra_fields=compiled.fields[:-1],  # every header field, to compare with Loghub
         )
         parts.append(
             part.select(
@@ -342,3 +349,35 @@ def test_regex_plan_is_linear_on_long_lines(spark: SparkSession) -> None:
     assert rows[0].parse_ok and rows[0].fields["Program"] == program
     assert rows[0].content == "done"
     assert not rows[1].parse_ok and rows[1].parse_error == "format_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("081109 203615", "yyMMdd HHmmss"),
+        ("2015-10-18 18:01:47,978", "yyyy-MM-dd HH:mm:ss,SSS"),
+        ("2017-05-16 00:00:00.008", "yyyy-MM-dd HH:mm:ss.SSS"),
+        ("17/06/09 20:10:40", "yy/MM/dd HH:mm:ss"),
+        ("081309 203615", "yyMMdd HHmmss"),  # month 13
+        ("080230 203615", "yyMMdd HHmmss"),  # 30 February
+        ("08110 203615", "yyMMdd HHmmss"),  # too short
+        ("0811x9 203615", "yyMMdd HHmmss"),  # not a digit
+    ],
+)
+def test_fixed_width_timestamp_agrees_with_to_timestamp(
+    spark: SparkSession, text: str, pattern: str
+) -> None:
+    from logcrnn.formats import fixed_width_timestamp
+
+    fast = fixed_width_timestamp(F.lit(text), pattern)
+    assert fast is not None
+    row = spark.range(1).select(fast.alias("a"), F.to_timestamp(F.lit(text), pattern).alias("b"))
+    got = row.first()
+    assert got is not None and got.a == got.b
+
+
+def test_fixed_width_timestamp_declines_text_patterns() -> None:
+    from logcrnn.formats import fixed_width_timestamp
+
+    assert fixed_width_timestamp(F.col("x"), "MMM d HH:mm:ss") is None
+    assert fixed_width_timestamp(F.col("x"), "yyyyMMdd-H:m:s") is None

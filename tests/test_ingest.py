@@ -52,7 +52,7 @@ def test_real_sample_every_line_kept_in_order(spark: SparkSession, cfg: Config, 
     assert str(first.ts) == "2008-11-09 20:35:18"
     assert (first.level, first.component) == ("INFO", "dfs.DataNode$DataXceiver")
     assert first.session_keys == ["blk_-1608999687919862906"]
-    assert first.fields["Pid"] == "143"
+    assert first.fields == {"Pid": "143"}
     # every block id of the log appears in session_keys (1,782 distinct, per the manifest)
     n_blocks = _bronze(lake).select(F.explode("session_keys")).distinct().count()
     assert n_blocks == 1782

@@ -133,6 +133,9 @@ class SourceSpec:
     node: str | None = None
     label: LabelSpec | None = None
     session_keys: Sequence[SessionKey] = ()
+    #: header fields kept in bronze's ``fields`` map besides the named columns (the whole line
+    #: is always kept; building a map per line is costly, so only what is asked for)
+    extra_fields: Sequence[str] = ()
 
 
 # --------------------------------------------------------------------------------------------

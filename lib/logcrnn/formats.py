@@ -72,38 +72,76 @@ class CompiledFormat:
             header, ok = self._extract_regex(stripped)
             return df.withColumn("_matched", ok).withColumn("h", F.when(F.col("_matched"), header))
         keep = [F.col(c) for c in df.columns]
-        # Positions, not copies: each separator is found with locate() from where the previous
-        # field ended, so a line is scanned once and each field is cut out exactly once.
-        df = df.select(*keep, stripped.alias("_s"))
-        start = len(self.prefix) + 1
-        prefix_ok = F.col("_s").startswith(self.prefix) if self.prefix else F.lit(True)
-        df = df.select("*", F.lit(start).alias("_b0"), prefix_ok.alias("_matched"))
-        for i, sep in enumerate(self.separators):
-            pos = F.expr(f"locate({_sql_string(sep.needle)}, _s, _b{i})")
-            df = df.select("*", pos.alias(f"_e{i}")).select(
-                "*",
-                (F.col(f"_e{i}") + len(sep.needle)).alias(f"_b{i + 1}"),
+        prefix_ok = F.col("_r").startswith(self.prefix) if self.prefix else F.lit(True)
+        df = df.select(*keep, stripped.alias("_r")).select(
+            *keep, F.col("_r"), prefix_ok.alias("_matched")
+        )
+        if self.prefix:
+            df = df.select(
+                *keep,
+                F.col("_r").substr(F.lit(len(self.prefix) + 1), F.lit(1 << 30)).alias("_r"),
+                F.col("_matched"),
             )
-        n = len(self.separators)
-        matched = F.col("_matched")
-        values = []
-        for i in range(n):
-            begin, end = F.col(f"_b{i}"), F.col(f"_e{i}")
-            matched = matched & (end > 0)
-            if i > 0 and _blank_after(self.separators[i - 1]):
-                # Loghub's \s+ would absorb a longer run of blanks; flag such a line
-                # rather than shift its fields.
-                matched = matched & (F.col("_s").substr(begin, F.lit(1)) != " ")
-            values.append(F.col("_s").substr(begin, end - begin))
-        content = F.col("_s").substr(F.col(f"_b{n}"), F.lit(1 << 30))
-        if n and _blank_after(self.separators[-1]):
+        # Each step cuts fields off the front of the rest ("_r") and is its own projection, so
+        # every intermediate string is computed once.  Runs of single-space separators are
+        # one split() (Java's single-character fast path, no regex); other separators are one
+        # substring_index() each.
+        names: list[str] = []
+        seps = self.separators
+        i = 0
+        while i < len(seps):
+            done = [F.col(n) for n in names]
+            if not seps[i].core:
+                j = i
+                while j < len(seps) and not seps[j].core:
+                    j += 1
+                count = j - i
+                parts = F.split(F.col("_r"), " ", count + 1)
+                df = df.select(*keep, *done, parts.alias("_a"), F.col("_matched"))
+                new = [f"_f{k}" for k in range(i, j)]
+                # an empty piece means two blanks in a row: Loghub's \s+ would take both, so
+                # flag the line rather than shift its fields
+                ok = F.col("_matched") & (F.size("_a") == count + 1)
+                for k in range(count):
+                    ok = ok & (F.col("_a")[k] != "")
+                rest = F.col("_a")[count]
+                df = df.select(
+                    *keep,
+                    *done,
+                    *[F.col("_a")[k].alias(n) for k, n in enumerate(new)],
+                    rest.alias("_r"),
+                    ok.alias("_matched"),
+                )
+                names.extend(new)
+                i = j
+                continue
+            sep = seps[i]
+            needle = sep.needle
+            df = df.select(
+                *keep, *done, F.col("_r"), F.col("_matched"), F.instr("_r", needle).alias("_p")
+            )
+            value = F.substring_index("_r", needle, 1)
+            if sep.lead_ws:
+                value = F.rtrim(value)
+            rest = F.col("_r").substr(F.col("_p") + len(needle), F.lit(1 << 30))
+            df = df.select(
+                *keep,
+                *done,
+                value.alias(f"_f{i}"),
+                rest.alias("_r"),
+                (F.col("_matched") & (F.col("_p") > 0)).alias("_matched"),
+            )
+            names.append(f"_f{i}")
+            i += 1
+        content = F.col("_r")
+        if seps and _blank_after(seps[-1]):
             content = F.ltrim(content)
-        values.append(content)
+        values = [F.col(n) for n in names] + [content]
         struct = F.struct(*[v.alias(f) for v, f in zip(values, self.fields, strict=True)])
         return df.select(
             *keep,
-            matched.alias("_matched"),
-            F.when(matched, struct).alias("h"),
+            F.col("_matched"),
+            F.when(F.col("_matched"), struct).alias("h"),
         )
 
     def _extract_regex(self, line: Column) -> tuple[Column, Column]:
@@ -256,3 +294,51 @@ def compile_format(fmt: str, field_patterns: dict[str, str] | None = None) -> Co
     if delimited:
         return CompiledFormat(fields, "delimited", regex, tuple(separators), prefix=str(plain[0]))
     return CompiledFormat(fields, "regex", regex)
+
+
+_TS_TOKEN = re.compile(r"(y+|M+|d+|H+|m+|s+|S+|[A-Za-z]+|'[^']*'|[^A-Za-z'])")
+_TS_FIXED = {"yy": 2, "yyyy": 4, "MM": 2, "dd": 2, "HH": 2, "mm": 2, "ss": 2}
+
+
+def fixed_width_timestamp(text: Column, pattern: str) -> Column | None:
+    """A timestamp from ``text`` by arithmetic, or None if ``pattern`` is not fixed-width.
+
+    Fixed-width numeric patterns (``yyMMdd HHmmss``, ``yyyy-MM-dd HH:mm:ss,SSS``) are read as
+    integer substrings into ``make_timestamp``: several times cheaper than ``to_timestamp``,
+    which runs a datetime formatter per row.  Text of the wrong length, non-digits or
+    impossible dates give null, as ``to_timestamp`` would; literal characters are not checked.
+    """
+    pos = 1
+    parts: dict[str, Column] = {}
+    frac_digits = 0
+    for token in _TS_TOKEN.findall(pattern):
+        letter = token[0]
+        if token.startswith("'"):
+            pos += len(token) - 2
+            continue
+        if not letter.isalpha():
+            pos += 1
+            continue
+        width = len(token)
+        if letter == "S" and width <= 6:
+            frac_digits = width
+        elif _TS_FIXED.get(token) != width or letter in parts:
+            return None
+        parts[letter] = F.substring(text, pos, width).cast("int")
+        pos += width
+    if not {"y", "M", "d"} <= parts.keys():
+        return None
+    year = parts["y"] + (2000 if len(pattern.split("y")) - 1 == 2 else 0)
+    zero = F.lit(0)
+    seconds = parts.get("s", zero).cast("decimal(16,6)")
+    if frac_digits:
+        seconds = seconds + parts["S"].cast("decimal(16,6)") / F.lit(10**frac_digits)
+    ts = F.make_timestamp(
+        year,
+        parts["M"],
+        parts["d"],
+        parts.get("H", zero),
+        parts.get("m", zero),
+        seconds.cast("decimal(8,6)"),
+    )
+    return F.when(F.length(text) == pos - 1, ts)

@@ -29,7 +29,7 @@ from pyspark.sql.window import Window
 
 from logcrnn.config import Config, SourceSpec, load_source
 from logcrnn.errors import DataError, UsageError
-from logcrnn.formats import CompiledFormat, compile_format
+from logcrnn.formats import CompiledFormat, compile_format, fixed_width_timestamp
 from logcrnn.lake import Lake
 from logcrnn.schemas import RAW_LINES_SCHEMA
 
@@ -227,7 +227,8 @@ def _timestamp(spec: SourceSpec, header: Column) -> Column | None:
         ts = F.timestamp_seconds(header[ts_spec.epoch_field].cast("long"))
     elif ts_spec.fields and ts_spec.format:
         joined = F.concat_ws(ts_spec.sep, *[header[f] for f in ts_spec.fields])
-        ts = F.to_timestamp(joined, ts_spec.format)
+        fast = fixed_width_timestamp(joined, ts_spec.format)
+        ts = fast if fast is not None else F.to_timestamp(joined, ts_spec.format)
     else:
         raise UsageError(f"source {spec.name}: timestamp needs expr, epoch_field or fields+format")
     if ts_spec.timezone.upper() != "UTC":
@@ -251,12 +252,15 @@ def parse_lines(
     night: date,
     max_parse_bytes: int,
     compiled: CompiledFormat | None = None,
+    extra_fields: Sequence[str] | None = None,
 ) -> DataFrame:
     """Parse ``file, line_no, value`` rows into the ``bronze.raw_lines`` schema.
 
-    ``parse_error`` is one of ``invalid_utf8``, ``line_too_long``, ``format_mismatch`` or
-    ``bad_timestamp`` (the header matched but its time did not parse); such lines keep their
-    text, and whatever fields could be read.
+    ``fields`` holds the header fields named by ``extra_fields`` (default: the source's
+    ``extra_fields``), null when there are none.  ``parse_error`` is one of
+    ``invalid_utf8``, ``line_too_long``, ``format_mismatch`` or ``bad_timestamp`` (the header
+    matched but its time did not parse); such lines keep their text and whatever fields could
+    be read.
     """
     fmt = compiled or compile_format(spec.format, dict(spec.field_patterns))
     text, raw_bytes, valid = _utf8_columns(F.col("value"))
@@ -284,10 +288,15 @@ def parse_lines(
             raise UsageError(f"source {spec.name}: no field {name!r} in its format")
         return F.col("h")[name]
 
-    header_fields = [f for f in fmt.fields if f != content_field]
-    fields_map = F.map_from_arrays(
-        F.array(*[F.lit(f) for f in header_fields]),
-        F.array(*[F.col("h")[f] for f in header_fields]),
+    kept = list(spec.extra_fields if extra_fields is None else extra_fields)
+    for name in kept:
+        field(name)  # unknown names are a config error
+    fields_map = (
+        F.map_from_arrays(
+            F.array(*[F.lit(f) for f in kept]), F.array(*[F.col("h")[f] for f in kept])
+        )
+        if kept
+        else F.lit(None).cast("map<string,string>")
     )
     label = field(spec.label.field) if spec.label else F.lit(None).cast("string")
     df = df.select(
