@@ -36,6 +36,7 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py tools/horovod-cmake | c
 	# horovod 0.28.1 from source against the installed torch (C++17 fix: tools/horovod-cmake)
 	$(HOROVOD_ENV) $(BIN)/pip install --quiet --no-build-isolation horovod==0.28.1
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(BIN)/python -c "import horovod.torch, petastorm, deltalake, drain3, pyspark, torch"
 	touch $(STAMP)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from logcrnn.config import available_sources, load_config, load_source
 from logcrnn.errors import ConfigError, UsageError
 

@@ -17,12 +17,13 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
+
 from logcrnn.config import SourceSpec, TimestampSpec, load_config, load_source
 from logcrnn.errors import ConfigError
 from logcrnn.formats import CompiledFormat, compile_format
 from logcrnn.ingest import parse_lines
-from pyspark.sql import DataFrame, Row, SparkSession
-from pyspark.sql import functions as F
 
 LOGHUB = Path(__file__).resolve().parents[1] / "data" / "sample" / "loghub_2k"
 SOURCES = (

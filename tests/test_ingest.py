@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
 from logcrnn import ingest
 from logcrnn.cli import main
 from logcrnn.config import Config
 from logcrnn.errors import DataError, UsageError
 from logcrnn.lake import Lake
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
-from logcrnn.errors import LakeError, UsageError
-from logcrnn.lake import Lake
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+
+from logcrnn.errors import LakeError, UsageError
+from logcrnn.lake import Lake
 
 
 def _ids(df) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]

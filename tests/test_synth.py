@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+
 from logcrnn.config import load_config, load_source
 from logcrnn.errors import UsageError
 from logcrnn.synth import read_sample, synth

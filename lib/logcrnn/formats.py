@@ -67,7 +67,12 @@ class CompiledFormat:
         Each cutting step is its own projection, so every intermediate string is computed
         once (nested expressions would be re-evaluated at every reference).
         """
-        stripped = F.btrim(F.col(line), F.lit(_BLANKS))
+        # Trimming copies the line, and almost no line has surrounding blanks: look first.
+        text = F.col(line)
+        edge = F.lit(False)
+        for ch in _BLANKS:
+            edge = edge | text.startswith(ch) | text.endswith(ch)
+        stripped = F.when(edge, F.btrim(text, F.lit(_BLANKS))).otherwise(text)
         if self.plan == "regex":
             header, ok = self._extract_regex(stripped)
             return df.withColumn("_matched", ok).withColumn("h", F.when(F.col("_matched"), header))
@@ -135,7 +140,7 @@ class CompiledFormat:
             i += 1
         content = F.col("_r")
         if seps and _blank_after(seps[-1]):
-            content = F.ltrim(content)
+            content = F.when(content.startswith(" "), F.ltrim(content)).otherwise(content)
         values = [F.col(n) for n in names] + [content]
         struct = F.struct(*[v.alias(f) for v, f in zip(values, self.fields, strict=True)])
         return df.select(
