@@ -231,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # py4j logs its shutdown at INFO after our last line; spark-submit merges stderr into
+    # stdout, which would put that after the --json line.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         result = COMMANDS[args.command](args)
     except LogcrnnError as exc:
