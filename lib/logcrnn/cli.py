@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=".bench", help="scratch space for data and lakes")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("parse-eval", help="template-mining accuracy (GA, PA) and speed")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", help="source name (with --log and --truth)")
+    p.add_argument("--log", help="a Loghub-style log file (plain or .gz)")
+    p.add_argument("--truth", help="its *_structured.csv ground truth")
+    p.add_argument("--all", dest="all_dir", help="a Loghub 2k folder: every system in it")
+
     p = sub.add_parser("demo", help="the pipeline on the bundled sample, local Spark")
     _common(p)
     _json_flag(p)
@@ -203,6 +211,37 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_parse_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import parse_eval
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    if args.all_dir:
+        systems = parse_eval.find_systems(Path(args.all_dir))
+    elif args.source and args.log and args.truth:
+        systems = [(args.source, Path(args.log), Path(args.truth))]
+    else:
+        raise UsageError("parse-eval needs --source, --log and --truth, or --all DIR")
+    results = []
+    with spark_session("parse_eval", cfg.spark) as spark:
+        for source, log_path, truth_path in systems:
+            res = parse_eval.evaluate_file(spark, cfg, source, log_path, truth_path)
+            results.append(res.as_dict())
+            if not args.json:
+                print(
+                    f"{res.source:<12} GA {res.grouping_accuracy:.3f}  PA "
+                    f"{res.parsing_accuracy:.3f}  templates {res.templates_found:>4} found / "
+                    f"{res.templates_true:>4} true  {res.lines_per_s:>9,.0f} lines/s"
+                )
+    if len(results) == 1:
+        return results[0]
+    mean_ga = sum(r["grouping_accuracy"] for r in results) / len(results)
+    mean_pa = sum(r["parsing_accuracy"] for r in results) / len(results)
+    if not args.json:
+        print(f"{'mean':<12} GA {mean_ga:.3f}  PA {mean_pa:.3f}  over {len(results)} systems")
+    return {"systems": results, "mean_ga": round(mean_ga, 4), "mean_pa": round(mean_pa, 4)}
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from logcrnn import demo
 
@@ -219,6 +258,7 @@ COMMANDS = {
     "history": cmd_history,
     "synth": cmd_synth,
     "bench": cmd_bench,
+    "parse-eval": cmd_parse_eval,
     "demo": cmd_demo,
 }
 

@@ -115,6 +115,26 @@ class LabelSpec:
 
 
 @dataclass(frozen=True)
+class MaskSpec:
+    """A mask rule: every match of ``regex`` (Java syntax) becomes ``token``."""
+
+    name: str
+    regex: str
+    token: str = "<*>"
+
+
+@dataclass(frozen=True)
+class DrainSpec:
+    """Drain3's parameters for one source (see drain3's ``TemplateMinerConfig``)."""
+
+    sim_th: float = 0.4
+    depth: int = 4
+    max_children: int = 100
+    extra_delimiters: Sequence[str] = ()
+    parametrize_numeric_tokens: bool = True
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     """One log source: its Loghub format string and how to read its fields.
 
@@ -136,6 +156,9 @@ class SourceSpec:
     #: header fields kept in bronze's ``fields`` map besides the named columns (the whole line
     #: is always kept; building a map per line is costly, so only what is asked for)
     extra_fields: Sequence[str] = ()
+    #: mask rules applied in Spark before mining; empty means the generic default set
+    masks: Sequence[MaskSpec] = ()
+    drain: DrainSpec = field(default_factory=DrainSpec)
 
 
 # --------------------------------------------------------------------------------------------
