@@ -357,7 +357,12 @@ def _find_unreadable(spark: SparkSession, files: Sequence[InputFile]) -> str | N
 
 
 def _root_cause(exc: BaseException) -> str:
-    text = str(exc)
+    chain: list[str] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 10:  # the lake wraps Spark's error
+        chain.append(str(cur))
+        cur = cur.__cause__
+    text = "\n".join(chain)
     for pattern in (
         r"(java\.io\.EOFException[^\n]*)",
         r"(java\.io\.IOException[^\n]*)",
