@@ -158,10 +158,6 @@ class CompiledFormat:
         return F.when(ok, struct), ok
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _blank_after(sep: Separator) -> bool:
     return sep.trail_ws or not sep.core
 

@@ -396,7 +396,8 @@ def run(
     lake = lake or Lake.from_settings(spark, cfg.lake)
     # Files Spark reads whole anyway (compressed) or that fit one split are numbered in one
     # pass; a larger plain file is split across tasks and needs the counting pass.
-    single_pass = all(f.uri.endswith(_COMPRESSED) or f.size <= _split_bytes(spark) for f in files)
+    split_bytes = _split_bytes(spark)
+    single_pass = all(f.uri.endswith(_COMPRESSED) or f.size <= split_bytes for f in files)
     try:
         if single_pass:
             with one_partition_per_file(spark):

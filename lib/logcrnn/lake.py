@@ -179,6 +179,7 @@ class Lake:
         try:
             df.write.mode("errorifexists").parquet(out_dir)
             files = fs.list_parquet(out_dir)
+            counts = [fs.parquet_rows(f"{out_dir}/{name}") for name, _, _ in files]
             adds = [
                 transaction.AddAction(
                     path=f"{rel_dir}/{name}",
@@ -186,11 +187,11 @@ class Lake:
                     partition_values=dict(values),
                     modification_time=mtime,
                     data_change=True,
-                    stats=json.dumps({"numRecords": fs.parquet_rows(f"{out_dir}/{name}")}),
+                    stats=json.dumps({"numRecords": n}),
                 )
-                for name, size, mtime in files
+                for (name, size, mtime), n in zip(files, counts, strict=True)
             ]
-            rows = sum(json.loads(a.stats)["numRecords"] for a in adds)
+            rows = sum(counts)
             props = CommitProperties(
                 custom_metadata={
                     "logcrnn.partition": json.dumps(values),
