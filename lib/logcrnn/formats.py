@@ -312,6 +312,7 @@ def fixed_width_timestamp(text: Column, pattern: str) -> Column | None:
     pos = 1
     parts: dict[str, Column] = {}
     frac_digits = 0
+    year_digits = 0
     for token in _TS_TOKEN.findall(pattern):
         letter = token[0]
         if token.startswith("'"):
@@ -325,11 +326,13 @@ def fixed_width_timestamp(text: Column, pattern: str) -> Column | None:
             frac_digits = width
         elif _TS_FIXED.get(token) != width or letter in parts:
             return None
+        if letter == "y":
+            year_digits = width
         parts[letter] = F.substring(text, pos, width).cast("int")
         pos += width
     if not {"y", "M", "d"} <= parts.keys():
         return None
-    year = parts["y"] + (2000 if len(pattern.split("y")) - 1 == 2 else 0)
+    year = parts["y"] + (2000 if year_digits == 2 else 0)  # Spark's "yy" base year
     zero = F.lit(0)
     seconds = parts.get("s", zero).cast("decimal(16,6)")
     if frac_digits:

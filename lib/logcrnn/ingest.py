@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
@@ -351,7 +351,7 @@ def _find_unreadable(spark: SparkSession, files: Sequence[InputFile]) -> str | N
     for f in ordered:
         try:
             spark.read.text(f.uri).select(F.count(F.lit(1))).collect()
-        except Exception:
+        except Exception:  # any failure names this file
             return f.uri
     return None
 
@@ -398,14 +398,10 @@ def run(
     # pass; a larger plain file is split across tasks and needs the counting pass.
     split_bytes = _split_bytes(spark)
     single_pass = all(f.uri.endswith(_COMPRESSED) or f.size <= split_bytes for f in files)
+    planning = one_partition_per_file(spark) if single_pass else nullcontext()
     try:
-        if single_pass:
-            with one_partition_per_file(spark):
-                numbered = read_whole_files(spark, uris)
-                bronze = parse_lines(numbered, spec, night_d, cfg.ingest.max_parse_bytes, compiled)
-                version = lake.write(bronze, TABLE, night_d, source=spec.name)
-        else:
-            numbered = read_numbered(spark, uris)
+        with planning:
+            numbered = (read_whole_files if single_pass else read_numbered)(spark, uris)
             bronze = parse_lines(numbered, spec, night_d, cfg.ingest.max_parse_bytes, compiled)
             version = lake.write(bronze, TABLE, night_d, source=spec.name)
     except Exception as exc:

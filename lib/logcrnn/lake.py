@@ -104,7 +104,7 @@ class Lake:
             return DeltaTable(self.path(table), version=version)
         except TableNotFoundError as exc:
             raise LakeError(f"table {table} does not exist at {self.path(table)}") from exc
-        except Exception as exc:
+        except Exception as exc:  # delta-rs raises several kinds
             raise LakeError(f"cannot open table {table} at {self.path(table)}: {exc}") from exc
 
     # ---------------------------------------------------------------------------------------
@@ -381,5 +381,5 @@ class _HadoopFS:
     def delete(self, uri: str) -> None:
         try:
             self._fs.delete(self._path(uri), True)
-        except Exception:
+        except Exception:  # best-effort clean-up: the Delta log never names these files
             log.warning("could not delete %s", uri)

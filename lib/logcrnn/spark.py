@@ -91,7 +91,7 @@ def delta_extension_loaded(spark: SparkSession) -> bool:
         jvm = spark.sparkContext._jvm
         assert jvm is not None
         jvm.java.lang.Class.forName(DELTA_EXTENSION)
-    except Exception:
+    except Exception:  # any failure means "not usable"
         return False
     return True
 
