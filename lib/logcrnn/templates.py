@@ -131,35 +131,56 @@ class TemplateMiner:
         """Learn templates from masked messages (plain strings or ``(message, count)``).
 
         Calling ``fit`` again continues from the learned state (a new night on top of the
-        previous ones).
+        previous ones).  Ids are settled once per call (:meth:`_refresh`): an id that was
+        handed out and whose template changed since keeps resolving to the new one.
         """
         if not hasattr(self, "drain_"):
             self.drain_, self._persistence = self._new_drain()
             self.cluster_ids_: dict[int, str] = {}
             self.aliases_: dict[str, str] = {}
             self.templates_: dict[str, str] = {}
+            self.counts_: dict[str, int] = {}
         for item in messages:
             message, count = (item, 1) if isinstance(item, str) else item
             result = self.drain_.add_log_message(message)
-            cluster = self.drain_.drain.id_to_cluster[result["cluster_id"]]
             if count > 1:
-                cluster.size += count - 1
-            self._track(cluster.cluster_id, cluster.get_template())
+                self.drain_.drain.id_to_cluster[result["cluster_id"]].size += count - 1
+        self._refresh()
         return self
 
-    def _track(self, cluster_id: int, template: str) -> None:
-        new_id = template_id(self.source, template)
-        old_id = self.cluster_ids_.get(cluster_id)
-        if old_id == new_id:
-            return
-        if old_id is not None:
-            self.aliases_[old_id] = new_id
-            self.templates_.pop(old_id, None)
-            for alias, target in self.aliases_.items():
-                if target == old_id:
-                    self.aliases_[alias] = new_id
-        self.cluster_ids_[cluster_id] = new_id
-        self.templates_[new_id] = template
+    def canonical_templates(self) -> dict[int, str]:
+        """The template each Drain3 cluster is reported under (cluster id -> text).
+
+        Clusters whose templates differ only at variable-like positions may be reported under
+        one shared template; this is where such post-processing of Drain3's result happens.
+        """
+        return {c.cluster_id: c.get_template() for c in self.drain_.drain.clusters}
+
+    def _refresh(self) -> None:
+        canonical = self.canonical_templates()
+        new_ids = {cid: template_id(self.source, text) for cid, text in canonical.items()}
+        live = set(new_ids.values())
+        for cid, old in self.cluster_ids_.items():
+            new = new_ids.get(cid)
+            if new is not None and old != new and old not in live:
+                self.aliases_[old] = new
+        aliases = {}
+        for alias, target in self.aliases_.items():
+            if alias in live:
+                continue  # the template came back: the id is live again
+            seen = {alias}
+            while target not in live and target in self.aliases_ and target not in seen:
+                seen.add(target)
+                target = self.aliases_[target]
+            aliases[alias] = target
+        self.aliases_ = aliases
+        self.cluster_ids_ = new_ids
+        self.templates_ = {new_ids[cid]: text for cid, text in canonical.items()}
+        counts: dict[str, int] = {}
+        for cluster in self.drain_.drain.clusters:
+            tid = new_ids[cluster.cluster_id]
+            counts[tid] = counts.get(tid, 0) + cluster.size
+        self.counts_ = counts
 
     # -- using --------------------------------------------------------------------------------
 
@@ -224,6 +245,7 @@ class TemplateMiner:
             miner.cluster_ids_ = {int(k): v for k, v in doc["cluster_ids"].items()}
             miner.aliases_ = dict(doc["aliases"])
             miner.templates_ = dict(doc["templates"])
+            miner._refresh()
         except Exception as exc:
             raise DataError(f"{name}: corrupt template-miner state ({exc})") from exc
         return miner
