@@ -144,3 +144,20 @@ def test_sql_by_table_name(spark: SparkSession, tmp_path: Path, cfg) -> None:  #
 def test_partitioned_by_source_needs_the_source(spark: SparkSession, lake: Lake) -> None:
     with pytest.raises(UsageError, match="partitioned by source"):
         lake.write(spark.range(1), "bronze.raw_lines", night="2024-01-01")
+
+
+def test_restore_partition_touches_only_that_partition(spark: SparkSession, lake: Lake) -> None:
+    v0 = lake.write(spark.range(0, 3), "scratch.r", night="2024-01-01")
+    lake.write(spark.range(10, 12), "scratch.r", night="2024-01-02")
+    lake.write(spark.range(100, 101), "scratch.r", night="2024-01-01")  # the write to undo
+    lake.write(spark.range(20, 21), "scratch.r", night="2024-01-02")  # a later, unrelated one
+    lake.restore_partition("scratch.r", "2024-01-01", None, v0)
+    assert _ids(lake.read("scratch.r")) == [
+        ("2024-01-01", 0),
+        ("2024-01-01", 1),
+        ("2024-01-01", 2),
+        ("2024-01-02", 20),
+    ]
+    lake.restore_partition("scratch.r", "2024-01-02", None, None)  # did not exist: emptied
+    assert _ids(lake.read("scratch.r")) == [("2024-01-01", 0), ("2024-01-01", 1), ("2024-01-01", 2)]
+    assert DeltaTable(lake.path("scratch.r")).history(1)[0]["logcrnn.restored_from"] == "None"

@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, nargs="+", help="files, folders or globs")
     p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
 
+    p = sub.add_parser("mine", help="bronze.raw_lines -> silver.events, silver.templates")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
+    p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
+    p.add_argument("--shards", type=int, default=None, help="Drain3 shards (mining.shards)")
+
     p = sub.add_parser("sql", help="Spark SQL over the lake's tables by name")
     _common(p)
     p.add_argument("query")
@@ -130,6 +137,28 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
             f"{report.files} files ({report.bytes} bytes), {report.parsed} parsed, "
             f"{report.malformed} malformed {report.malformed_by_reason or ''}, "
             f"{report.seconds:.1f}s -> bronze.raw_lines v{report.table_version}"
+        )
+    return report.as_dict()
+
+
+def cmd_mine(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import mining
+    from logcrnn.config import load_source
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    load_source(cfg, args.source)
+    with spark_session("mine_templates", cfg.spark) as spark:
+        lake = Lake.from_settings(spark, cfg.lake)
+        report = mining.mine_night(spark, cfg, lake, args.source, args.date, args.shards)
+    if not args.json:
+        print(
+            f"{report.source} {report.night}: {report.lines} lines, "
+            f"{report.distinct_messages} distinct masked messages in {report.shards} shards "
+            f"-> {report.templates} templates ({report.new_templates} new, "
+            f"{report.generalised} generalised), {report.seconds:.1f}s "
+            f"({report.lines_per_s:,.0f} lines/s)"
         )
     return report.as_dict()
 
@@ -254,6 +283,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 COMMANDS = {
     "ingest": cmd_ingest,
+    "mine": cmd_mine,
     "sql": cmd_sql,
     "history": cmd_history,
     "synth": cmd_synth,

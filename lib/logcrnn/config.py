@@ -69,12 +69,24 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class MiningSettings:
+    """Distributed template mining.
+
+    ``shards``: how many partitions the distinct masked messages are mined in (each by its own
+    Drain3 on an executor); 0 means twice the session's default parallelism.
+    """
+
+    shards: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job configuration (one frozen tree)."""
 
     spark: SparkSettings = field(default_factory=SparkSettings)
     lake: LakeSettings = field(default_factory=LakeSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    mining: MiningSettings = field(default_factory=MiningSettings)
     sources_dir: str = "sources"
     #: The file this config was loaded from (set by the loader, not by users).
     path: str = ""

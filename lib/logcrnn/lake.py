@@ -243,6 +243,64 @@ class Lake:
             commit_properties=props,
         )
 
+    def restore_partition(
+        self, table: str, night: date | str, source: str | None, version: int | None
+    ) -> None:
+        """Put one partition back as it was at ``version`` (a job rolling back its writes).
+
+        ``version`` None means the table did not exist then: the partition is emptied.  Only
+        this partition changes; other nights and sources, and writes other jobs made since,
+        are kept.  The restored files are the very files of that version (Delta never deletes
+        them before a VACUUM), committed again as one overwrite.
+        """
+        spec = table_spec(table)
+        values = {"night": str(date.fromisoformat(str(night)))}
+        if "source" in spec.partition_by and source is not None:
+            values["source"] = source
+        if self.backend == "delta-spark":
+            where = " AND ".join(f"{k} = '{v}'" for k, v in values.items())
+            if version is None:
+                self.spark.sql(f"DELETE FROM delta.`{self.path(table)}` WHERE {where}")
+                return
+            old = self.read(table, values["night"], values.get("source"), version=version)
+            self._write_native(old, spec, values)
+            return
+        if not self.exists(table):
+            return
+        import pyarrow as pa
+        from deltalake import CommitProperties, transaction
+
+        adds = []
+        if version is not None:
+            for row in pa.table(self._dt(table, version).get_add_actions(flatten=True)).to_pylist():
+                if all(str(row.get(f"partition.{k}")) == v for k, v in values.items()):
+                    stats = {"numRecords": row["num_records"]} if row["num_records"] else {}
+                    adds.append(
+                        transaction.AddAction(
+                            path=row["path"],
+                            size=row["size_bytes"],
+                            partition_values=dict(values),
+                            modification_time=row["modification_time"],
+                            data_change=True,
+                            stats=json.dumps(stats),
+                        )
+                    )
+        current = self._dt(table)
+        current.create_write_transaction(
+            adds,
+            mode="overwrite",
+            schema=current.schema(),
+            partition_by=list(spec.partition_by),
+            partition_filters=[(k, "=", v) for k, v in values.items()],
+            commit_properties=CommitProperties(
+                custom_metadata={
+                    "logcrnn.partition": json.dumps(values),
+                    "logcrnn.restored_from": str(version),
+                }
+            ),
+        )
+        log.warning("%s: %s restored as of version %s", table, values, version)
+
     # ---------------------------------------------------------------------------------------
     # reading
 

@@ -14,6 +14,7 @@ from pyspark.sql.types import (
     BinaryType,
     BooleanType,
     DateType,
+    IntegerType,
     LongType,
     MapType,
     StringType,
@@ -66,9 +67,63 @@ RAW_LINES_SCHEMA = StructType(
     ]
 )
 
+EVENTS_SCHEMA = StructType(
+    [
+        StructField("night", DateType(), False),
+        StructField("source", StringType(), False),
+        StructField("file", StringType(), False),
+        StructField("line_no", LongType(), False),
+        StructField("ts", TimestampType(), True),
+        StructField("level", StringType(), True),
+        StructField("component", StringType(), True),
+        StructField("node", StringType(), True),
+        StructField("session_keys", ArrayType(StringType(), False), False),
+        StructField("template_id", StringType(), False),
+        # The values the source's mask rules replaced, in text order, then the tokens Drain3
+        # generalised to <*> (in token order).
+        StructField("parameters", ArrayType(StringType(), False), False),
+        StructField("label", StringType(), True),
+        # False when bronze could not parse the line: its template comes from the raw text.
+        StructField("parse_ok", BooleanType(), False),
+        StructField("parse_error", StringType(), True),
+    ]
+)
+
+TEMPLATES_SCHEMA = StructType(
+    [
+        StructField("night", DateType(), False),
+        StructField("source", StringType(), False),
+        StructField("template_id", StringType(), False),
+        StructField("template", StringType(), True),
+        # The id this one resolves to: itself while live, the newer id once Drain3 generalised
+        # or merged its template.
+        StructField("current_id", StringType(), False),
+        StructField("count", LongType(), False),  # lines of this night
+        StructField("total_count", LongType(), False),  # lines of all nights mined so far
+        StructField("first_seen", DateType(), False),
+        StructField("last_seen", DateType(), True),
+    ]
+)
+
+MINER_STATE_SCHEMA = StructType(
+    [
+        StructField("night", DateType(), False),
+        StructField("source", StringType(), False),
+        StructField("state", BinaryType(), False),
+        StructField("templates", IntegerType(), False),
+        StructField("logcrnn_version", StringType(), False),
+        StructField("created_at", TimestampType(), False),
+    ]
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
-    for spec in (TableSpec("bronze.raw_lines", ("night", "source"), RAW_LINES_SCHEMA),)
+    for spec in (
+        TableSpec("bronze.raw_lines", ("night", "source"), RAW_LINES_SCHEMA),
+        TableSpec("silver.events", ("night", "source"), EVENTS_SCHEMA),
+        TableSpec("silver.templates", ("night", "source"), TEMPLATES_SCHEMA),
+        TableSpec("silver.miner_state", ("night", "source"), MINER_STATE_SCHEMA),
+    )
 }
 
 
