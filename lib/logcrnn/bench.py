@@ -109,3 +109,131 @@ def format_ingest(result: dict[str, Any]) -> str:
             f"   (lines read {result['lines_read']:,}, malformed {result['malformed']:,})",
         ]
     )
+
+
+def _drain3_baseline(spec: Any, messages: list[str]) -> float:
+    """Seconds one Drain3 process takes to learn ``messages`` with the same mask rules."""
+    import re
+
+    from drain3 import TemplateMiner as Drain3Miner
+    from drain3.masking import MaskingInstruction
+    from drain3.memory_buffer_persistence import MemoryBufferPersistence
+
+    from logcrnn.mining import masks_for, miner_for
+
+    config = miner_for(spec)._config()
+    instructions = []
+    for rule in masks_for(spec):
+        re.compile(rule.regex)  # Java and Python agree on the syntax our rules use
+        token = (
+            rule.token[1:-1]
+            if rule.token.startswith("<") and rule.token.endswith(">")
+            else rule.token
+        )
+        instructions.append(MaskingInstruction(rule.regex, token))
+    config.masking_instructions = instructions
+    drain = Drain3Miner(MemoryBufferPersistence(), config)
+    started = time.perf_counter()
+    for message in messages:
+        drain.add_log_message(message)
+    return time.perf_counter() - started
+
+
+def bench_mine(
+    cfg: Config,
+    source: str,
+    sample: Path,
+    lines: int,
+    files: int,
+    workdir: Path,
+    seed: int = 0,
+    baseline_lines: int = 1_000_000,
+) -> dict[str, Any]:
+    """Distributed mining (mask -> mine -> match -> silver.events) at lines/10 and lines.
+
+    Each scale is ingested into its own lake (untimed), then mined (timed).  The baseline is
+    one Drain3 process with the same mask rules learning the messages of ``baseline_lines``
+    of the same data, its rate extrapolated to ``lines``.
+    """
+    from pyspark.sql import functions as F
+
+    from logcrnn import ingest, mining
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+
+    spec = load_source(cfg, source)
+    scales = sorted({max(1, lines // 10), lines})
+    runs = []
+    with spark_session("bench_mine", cfg.spark) as spark:
+        cores = spark.sparkContext.defaultParallelism
+        for n in scales:
+            data = _bench_data(cfg, source, sample, n, files, workdir, seed)
+            inputs = sorted(str(p) for p in data.glob("part-*.log"))
+            lake_root = workdir / f"lake-mine-{n}"
+            shutil.rmtree(lake_root, ignore_errors=True)
+            lake = Lake(spark, str(lake_root), cfg.lake.backend)
+            ingest.run(spark, cfg, source, inputs, "2008-11-09", lake=lake)
+            report = mining.mine_night(spark, cfg, lake, source, "2008-11-09")
+            log.info("mined %d lines in %.1fs", n, report.seconds)
+            runs.append(report)
+            if n == lines:
+                k = min(baseline_lines, lines)
+                rows = (
+                    lake.read("bronze.raw_lines", "2008-11-09", source)
+                    .select(F.coalesce("content", "line").alias("m"))
+                    .limit(k)
+                    .collect()
+                )
+                messages = [r.m for r in rows]
+            shutil.rmtree(lake_root, ignore_errors=True)
+    drain_s = _drain3_baseline(spec, messages)
+    drain_rate = len(messages) / drain_s
+    small, big = runs[0], runs[-1]
+    return {
+        "benchmark": "mine",
+        "source": source,
+        "lines": lines,
+        "cores": cores,
+        "shards": big.shards,
+        "runs": [
+            {
+                "lines": r.lines,
+                "seconds": r.seconds,
+                "lines_per_s": r.lines_per_s,
+                "distinct_messages": r.distinct_messages,
+                "templates": r.templates,
+            }
+            for r in runs
+        ],
+        "mine_lines_per_s": big.lines_per_s,
+        "drain3_single_lines": len(messages),
+        "drain3_single_seconds": round(drain_s, 2),
+        "drain3_single_lines_per_s": round(drain_rate, 1),
+        "drain3_single_extrapolated_seconds": round(lines / drain_rate, 1),
+        "speedup_vs_drain3": round(big.lines_per_s / drain_rate, 2),
+        "growth_10x_lines": round(big.seconds / small.seconds, 2) if len(runs) > 1 else None,
+    }
+
+
+def format_mine(result: dict[str, Any]) -> str:
+    out = [
+        f"mine benchmark: {result['source']}, {result['cores']} cores, "
+        f"{result['shards']} shards (mask -> distinct -> shard Drain3 -> merge -> match "
+        "-> silver.events)"
+    ]
+    for run in result["runs"]:
+        out.append(
+            f"  {run['lines']:>11,} lines: {run['seconds']:>7.1f}s {run['lines_per_s']:>11,.0f} "
+            f"lines/s  ({run['distinct_messages']:,} distinct masked, "
+            f"{run['templates']} templates)"
+        )
+    out.append(
+        f"  one Drain3 process, same masks, {result['drain3_single_lines']:,} lines: "
+        f"{result['drain3_single_lines_per_s']:,.0f} lines/s (extrapolated to "
+        f"{result['lines']:,}: {result['drain3_single_extrapolated_seconds']:,.0f}s)"
+    )
+    out.append(
+        f"  speed-up vs one Drain3: {result['speedup_vs_drain3']:.2f}x   "
+        f"time for 10x the lines: {result['growth_10x_lines']}x"
+    )
+    return "\n".join(out)

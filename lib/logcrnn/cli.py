@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print their figures")
     _common(p)
     _json_flag(p)
-    p.add_argument("what", choices=("ingest",))
+    p.add_argument("what", choices=("ingest", "mine"))
     p.add_argument("--lines", type=int, default=10_000_000)
     p.add_argument("--source", default="hdfs")
     p.add_argument("--from", dest="sample", default=None, help="sample to replay")
@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workdir", default=".bench", help="scratch space for data and lakes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--baseline-lines", type=int, default=1_000_000, help="mine: lines for one Drain3"
+    )
 
     p = sub.add_parser("parse-eval", help="template-mining accuracy (GA, PA) and speed")
     _common(p)
@@ -225,6 +228,20 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = _config(args)
     sample = Path(args.sample) if args.sample else SAMPLE_DIR / "hdfs" / "HDFS_20000.log.gz"
+    if args.what == "mine":
+        result = bench.bench_mine(
+            cfg,
+            source=args.source,
+            sample=sample,
+            lines=args.lines,
+            files=args.files,
+            workdir=Path(args.workdir),
+            seed=args.seed,
+            baseline_lines=args.baseline_lines,
+        )
+        if not args.json:
+            print(bench.format_mine(result))
+        return result
     result = bench.bench_ingest(
         cfg,
         source=args.source,

@@ -1,7 +1,7 @@
 """``make demo``: the pipeline on the bundled real sample with local Spark, no network.
 
-At this stage of the project the pipeline is ingestion: each bundled source is ingested into
-``bronze.raw_lines`` for one night and a per-source summary is printed.
+Each bundled source is ingested into ``bronze.raw_lines`` for one night, then its templates
+are mined into ``silver.events`` and ``silver.templates``; a per-source summary is printed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-from logcrnn import ingest
+from logcrnn import ingest, mining
 from logcrnn.config import Config
 from logcrnn.errors import UsageError
 from logcrnn.lake import Lake
@@ -37,7 +37,8 @@ def run(cfg: Config, sample_dir: Path, night: str) -> dict[str, Any]:
         lake = Lake.from_settings(spark, cfg.lake)
         for source, rel in DEMO_INPUTS.items():
             report = ingest.run(spark, cfg, source, [str(sample_dir / rel)], night, lake=lake)
-            sources.append(report.as_dict())
+            mined = mining.mine_night(spark, cfg, lake, source, night)
+            sources.append({**report.as_dict(), "templates": mined.templates})
         bronze = lake.read("bronze.raw_lines", night=night)
         per_source = {
             r["source"]: r.asDict()
@@ -68,17 +69,18 @@ def format_summary(result: dict[str, Any]) -> str:
     lines = [
         f"logcrnn demo: night {result['night']}, lake {result['lake']} ({result['backend']})",
         f"{'source':<8} {'lines':>7} {'parsed':>7} {'malformed':>9} {'components':>10} "
-        f"{'alerts':>6}  time range (UTC)",
+        f"{'alerts':>6} {'templates':>9}  time range (UTC)",
     ]
     for rep in result["sources"]:
         b = result["bronze"].get(rep["source"], {})
         lines.append(
             f"{rep['source']:<8} {rep['lines_read']:>7} {rep['parsed']:>7} "
-            f"{rep['malformed']:>9} {b.get('components', 0):>10} {b.get('alert_lines', 0):>6}  "
+            f"{rep['malformed']:>9} {b.get('components', 0):>10} {b.get('alert_lines', 0):>6} "
+            f"{rep['templates']:>9}  "
             f"{b.get('first_ts')} .. {b.get('last_ts')}"
         )
     lines.append(
-        'query it: .venv/bin/logcrnn sql "SELECT source, parse_ok, count(*) FROM '
-        'bronze.raw_lines GROUP BY source, parse_ok"'
+        'query it: .venv/bin/logcrnn sql "SELECT source, template, count FROM '
+        'silver.templates ORDER BY count DESC"'
     )
     return "\n".join(lines)
