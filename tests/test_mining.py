@@ -83,7 +83,10 @@ def test_executor_matching_equals_the_driver_miner(
     assert state is not None
     miner = TemplateMiner.from_bytes(bytes(state.state))
     spec = load_source(cfg, "hdfs")
-    masked = mining.with_masked(lake.read("bronze.raw_lines", N1, "hdfs"), mining.masks_for(spec))
+    masker = mining.Masker(mining.masks_for(spec))
+    masked = lake.read("bronze.raw_lines", N1, "hdfs").select(
+        "line_no", masker.masked(mining.message_text()).alias("masked")
+    )
     on_driver = {r.line_no: miner.match(r.masked) for r in masked.collect()}
     events = {r.line_no: r.template_id for r in lake.read("silver.events", N1, "hdfs").collect()}
     assert events == on_driver

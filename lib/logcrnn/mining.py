@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,20 +36,23 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from logcrnn import __version__
 from logcrnn.config import Config, SourceSpec, load_source
 from logcrnn.errors import DataError
 from logcrnn.lake import Lake
-from logcrnn.templates import DEFAULT_MASKS, WILDCARD, MaskRule, TemplateMiner, mask_column
+from logcrnn.templates import DEFAULT_MASKS, WILDCARD, MaskRule, TemplateMiner
 
 log = logging.getLogger(__name__)
 
 EVENTS = "silver.events"
 TEMPLATES = "silver.templates"
 STATE = "silver.miner_state"
+
+#: Distinct messages up to this many are joined to the lines by broadcast (no shuffle).
+BROADCAST_MESSAGES = 1_000_000
 
 Batches = Callable[[Iterable[pd.DataFrame]], Iterable[pd.DataFrame]]
 
@@ -71,21 +75,78 @@ def _drain_params(spec: SourceSpec) -> dict[str, Any]:
 # the Spark steps, on any DataFrame shaped like bronze.raw_lines
 
 
-def with_masked(lines: DataFrame, rules: Sequence[MaskRule]) -> DataFrame:
-    """``lines`` plus ``text`` (content, else the raw line) and ``masked`` (text, masked)."""
-    text = F.coalesce(F.col("content"), F.col("line"))
-    return lines.withColumn("text", text).withColumn("masked", mask_column(F.col("text"), rules))
+#: Marks the values a mask rule matched while masking in one pass (Unicode private use).
+_OPEN, _CLOSE = "\ue000", "\ue001"
 
 
-def distinct_messages(masked: DataFrame) -> DataFrame:
-    """One row per distinct masked message: ``masked, n, first_file, first_line``."""
-    first = F.min(F.struct("file", "line_no"))
+@dataclass(frozen=True)
+class Masker:
+    """A source's mask rules, applied with Spark's built-in regex functions.
+
+    Consecutive rules with the same token are tried as one alternation, in one scan of the
+    text: at each position the first listed rule that matches wins.  A rule that refers to an
+    earlier rule's output (its regex mentions ``<``) starts a new scan.  The two marker
+    characters used for the one-scan value extraction are replaced by U+FFFD in the text first.
+    """
+
+    rules: tuple[MaskRule, ...]
+
+    @property
+    def scans(self) -> list[tuple[str, str]]:
+        """``(regex, token)`` per scan."""
+        scans: list[tuple[str, str]] = []
+        for rule in self.rules:
+            part = f"(?:{rule.regex})"
+            if scans and scans[-1][1] == rule.token and not _refers_to_tokens(rule.regex):
+                scans[-1] = (f"{scans[-1][0]}|{part}", rule.token)
+            else:
+                scans.append((part, rule.token))
+        return scans
+
+    @staticmethod
+    def _safe(text: Column) -> Column:
+        return F.translate(text, _OPEN + _CLOSE, "\ufffd\ufffd")
+
+    def masked(self, text: Column) -> Column:
+        out = self._safe(text)
+        for regex, token in self.scans:
+            out = F.regexp_replace(out, regex, _replacement(token))
+        return out
+
+    def masked_and_values(self, text: Column) -> tuple[Column, Column]:
+        """The masked text and the values the rules replaced (in text order)."""
+        scans = self.scans
+        if len(scans) != 1:
+            union = "|".join(regex for regex, _ in scans)
+            return self.masked(text), F.regexp_extract_all(self._safe(text), F.lit(union), 0)
+        regex, token = scans[0]
+        marked = F.regexp_replace(self._safe(text), regex, f"{_OPEN}$0{_CLOSE}")
+        masked = F.regexp_replace(marked, f"{_OPEN}[^{_CLOSE}]*{_CLOSE}", _replacement(token))
+        values = F.regexp_extract_all(marked, F.lit(f"{_OPEN}([^{_CLOSE}]*){_CLOSE}"), 1)
+        return masked, values
+
+
+def _refers_to_tokens(regex: str) -> bool:
+    """Whether a rule's regex mentions ``<`` outside look-behinds and named groups."""
+    return "<" in re.sub(r"\(\?<[=!]?", "", regex)
+
+
+def _replacement(token: str) -> str:
+    return token.replace("\\", "\\\\").replace("$", "\\$")
+
+
+def message_text() -> Column:
+    """What is mined: the parsed content, or the raw line when bronze could not parse it."""
+    return F.coalesce(F.col("content"), F.col("line"))
+
+
+def distinct_messages(lines: DataFrame, masker: Masker) -> DataFrame:
+    """One row per distinct masked message: ``masked, n, first_line`` (executors)."""
     return (
-        masked.groupBy("masked")
-        .agg(F.count(F.lit(1)).alias("n"), first.alias("first"))
-        .select("masked", "n", F.col("first.file").alias("first_file"),
-                F.col("first.line_no").alias("first_line"))
-    )  # fmt: skip
+        lines.select(masker.masked(message_text()).alias("masked"), "line_no")
+        .groupBy("masked")
+        .agg(F.count(F.lit(1)).alias("n"), F.min("line_no").alias("first_line"))
+    )
 
 
 def _shard_key(masked: F.Column, extra_delimiters: Sequence[str]) -> F.Column:
@@ -108,44 +169,43 @@ def _mine_shard(params: dict[str, Any]) -> Batches:
         frames = [b for b in batches if len(b)]
         if not frames:
             return
-        msgs = pd.concat(frames).sort_values(["first_file", "first_line"], kind="stable")
+        msgs = pd.concat(frames).sort_values(["first_line", "masked"], kind="stable")
         miner = TemplateMiner(**params).fit([])
         drain = miner.drain_
-        first: dict[int, tuple[str, int]] = {}
-        for message, n, ffile, fline in msgs.itertuples(index=False, name=None):
+        first: dict[int, int] = {}
+        for message, n, fline in msgs[["masked", "n", "first_line"]].itertuples(
+            index=False, name=None
+        ):
             cid = drain.add_log_message(message)["cluster_id"]
             if n > 1:
                 drain.drain.id_to_cluster[cid].size += int(n) - 1
-            first.setdefault(cid, (ffile, int(fline)))
+            first.setdefault(cid, int(fline))
         clusters = drain.drain.clusters
         yield pd.DataFrame(
             {
                 "template": [c.get_template() for c in clusters],
                 "n": [int(c.size) for c in clusters],
-                "first_file": [first[c.cluster_id][0] for c in clusters],
-                "first_line": [first[c.cluster_id][1] for c in clusters],
+                "first_line": [first[c.cluster_id] for c in clusters],
             }
         )
 
     return run
 
 
-def mine_shards(
-    distinct: DataFrame, spec: SourceSpec, shards: int
-) -> list[tuple[str, int, str, int]]:
+def mine_shards(distinct: DataFrame, spec: SourceSpec, shards: int) -> list[tuple[str, int, int]]:
     """Mine the distinct messages in ``shards`` parallel Drain3s on the executors.
 
-    Returns ``(template, size, first_file, first_line)`` of every shard cluster, in first-seen
+    Returns ``(template, size, first_line)`` of every shard cluster, in first-seen
     order: the only rows that reach the driver.
     """
     params = {"source": spec.name, **_drain_params(spec)}
     keyed = distinct.repartition(shards, _shard_key(F.col("masked"), spec.drain.extra_delimiters))
     rows = keyed.mapInPandas(
         _mine_shard(params),
-        "template string, n long, first_file string, first_line long",
+        "template string, n long, first_line long",
     ).collect()
-    out = [(r.template, int(r.n), r.first_file, int(r.first_line)) for r in rows]
-    return sorted(out, key=lambda r: (r[2], r[3], r[0]))
+    out = [(r.template, int(r.n), int(r.first_line)) for r in rows]
+    return sorted(out, key=lambda r: (r[2], r[0]))
 
 
 _MINERS: dict[str, TemplateMiner] = {}
@@ -201,15 +261,6 @@ def match_messages(spark: SparkSession, distinct: DataFrame, miner: TemplateMine
         _match_batches(state_bc),
         "masked string, n long, template_id string, generalised array<string>",
     )
-
-
-def parameters(text: F.Column, rules: Sequence[MaskRule], generalised: F.Column) -> F.Column:
-    """The values the mask rules replace in ``text`` (text order), then Drain3's <*> tokens."""
-    if not rules:
-        return generalised
-    alternation = "|".join(f"(?:{r.regex})" for r in rules)
-    masked_values = F.regexp_extract_all(text, F.lit(alternation), 0)
-    return F.concat(masked_values, F.coalesce(generalised, F.array().cast("array<string>")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,19 +372,23 @@ def mine_night(
     previous = lake.read(TEMPLATES, prev_night, source).collect() if prev_night else []
     known_before = set(miner.templates_) | set(miner.aliases_)
 
-    rules = masks_for(spec)
-    masked = with_masked(lake.read("bronze.raw_lines", night, source), rules)
-    distinct = distinct_messages(masked).persist()
+    masker = Masker(masks_for(spec))
+    bronze = lake.read("bronze.raw_lines", night, source)
+    distinct = distinct_messages(bronze, masker).persist()
     mapping: DataFrame | None = None
     try:
+        phase = _Phases(source)
         totals = distinct.agg(F.sum("n").alias("lines"), F.count(F.lit(1)).alias("d")).first()
         lines = int(totals.lines or 0) if totals else 0
+        n_distinct = int(totals.d) if totals else 0
         if lines == 0:
             raise DataError(
                 f"bronze.raw_lines has no lines for source {source} on {night}: ingest it first"
             )
+        phase("mask + distinct")
         shard_rows = mine_shards(distinct, spec, shards)
-        miner.fit([(t, n) for t, n, _, _ in shard_rows])
+        phase("shard mining")
+        miner.fit([(t, n) for t, n, _ in shard_rows])
         mapping = match_messages(spark, distinct, miner).persist()
         unmatched = mapping.where(F.col("template_id").isNull()).select("masked", "n").collect()
         if unmatched:
@@ -347,6 +402,7 @@ def mine_night(
         mapping = mapping.withColumn("unmatched", F.col("template_id").isNull()).withColumn(
             "template_id", F.coalesce(F.col("template_id"), fallback_tid)
         )
+        phase("merge + match")
         per_template = (
             mapping.groupBy("template_id", "unmatched")
             .agg(F.sum("n").alias("n"), F.first("masked").alias("masked"))
@@ -360,13 +416,24 @@ def mine_night(
                 source, len(fallback),
             )  # fmt: skip
 
-        events = masked.join(
-            mapping.select("masked", "template_id", "generalised"), "masked", "left"
-        ).select(
-            "file", "line_no", "ts", "level", "component", "node", "session_keys",
-            "template_id",
-            parameters(F.col("text"), rules, F.col("generalised")).alias("parameters"),
-            "label", "parse_ok", "parse_error",
+        masked, values = masker.masked_and_values(message_text())
+        lookup = mapping.select("masked", "template_id", "generalised")
+        if n_distinct <= BROADCAST_MESSAGES:
+            lookup = F.broadcast(lookup)
+        events = (
+            bronze.select(
+                "file", "line_no", "ts", "level", "component", "node", "session_keys",
+                "label", "parse_ok", "parse_error", masked.alias("masked"),
+                values.alias("values"),
+            )
+            .join(lookup, "masked", "left")
+            .select(
+                "file", "line_no", "ts", "level", "component", "node", "session_keys",
+                "template_id",
+                F.concat("values", F.coalesce("generalised", F.array().cast("array<string>")))
+                .alias("parameters"),
+                "label", "parse_ok", "parse_error",
+            )
         )  # fmt: skip
         template_rows = _template_rows(miner, night, night_counts, previous, fallback)
         templates = spark.createDataFrame(
@@ -381,12 +448,13 @@ def mine_night(
         versions = write_all(
             lake, night, source, [(EVENTS, events), (TEMPLATES, templates), (STATE, state)]
         )
+        phase("events + templates + state written")
         seconds = time.perf_counter() - started
         return MineReport(
             source=source,
             night=str(night),
             lines=lines,
-            distinct_messages=int(totals.d) if totals else 0,
+            distinct_messages=n_distinct,
             shards=shards,
             shard_templates=len(shard_rows),
             templates=miner.n_templates,
@@ -402,6 +470,19 @@ def mine_night(
         distinct.unpersist()
         if mapping is not None:
             mapping.unpersist()
+
+
+class _Phases:
+    """Logs how long each phase of a job took."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.last = time.perf_counter()
+
+    def __call__(self, done: str) -> None:
+        now = time.perf_counter()
+        log.info("%s: %s in %.2fs", self.what, done, now - self.last)
+        self.last = now
 
 
 def write_all(
