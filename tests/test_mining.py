@@ -231,3 +231,20 @@ def test_cli_mine_json(
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["lines"] == 300 and result["templates"] == result["new_templates"] > 0
+
+
+def test_messages_drain3_cannot_match_are_learnt_on_the_driver(spark: SparkSession) -> None:
+    distinct = spark.createDataFrame(
+        [("user alice logged in", 3, 1), ("disk <*> is full", 2, 2)],
+        "masked string, n long, first_line long",
+    )
+    miner = TemplateMiner("x").fit([])
+    # no shard templates at all: every message misses at first, then is learnt and matched
+    mapping = mining.learn_and_match(spark, distinct, miner, [])
+    got = {r.masked: (r.template_id, r.unmatched) for r in mapping.collect()}
+    mapping.unpersist()
+    assert got == {
+        "user alice logged in": (template_id("x", "user alice logged in"), False),
+        "disk <*> is full": (template_id("x", "disk <*> is full"), False),
+    }
+    assert miner.counts_[template_id("x", "user alice logged in")] == 3

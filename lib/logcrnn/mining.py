@@ -263,6 +263,42 @@ def match_messages(spark: SparkSession, distinct: DataFrame, miner: TemplateMine
     )
 
 
+def learn_and_match(
+    spark: SparkSession,
+    distinct: DataFrame,
+    miner: TemplateMiner,
+    shard_templates: Sequence[tuple[str, int]],
+) -> DataFrame:
+    """The driver's miner learns the shard templates; the executors match every message.
+
+    Returns ``masked, n, template_id, generalised, unmatched`` per distinct message, cached
+    (unpersist it when done).  Drain3 learnt templates, not messages: the few messages its
+    ``match`` then misses are learnt on the driver and everything is matched again.  Any that
+    still match nothing keep a template of their own masked text (``unmatched``).
+    """
+    fallback_tid = F.substring(
+        F.sha1(F.concat(F.lit(f"{miner.source}\x00"), F.col("masked"))), 1, 16
+    )
+
+    def matched() -> DataFrame:
+        return (
+            match_messages(spark, distinct, miner)
+            .withColumn("unmatched", F.col("template_id").isNull())
+            .withColumn("template_id", F.coalesce(F.col("template_id"), fallback_tid))
+            .persist()
+        )
+
+    miner.fit(shard_templates)
+    mapping = matched()
+    unmatched = mapping.where("unmatched").select("masked", "n").collect()
+    if unmatched:
+        log.info("%s: learning %d unmatched messages on the driver", miner.source, len(unmatched))
+        miner.fit([(r.masked, int(r.n)) for r in unmatched])
+        mapping.unpersist()
+        mapping = matched()
+    return mapping
+
+
 # --------------------------------------------------------------------------------------------
 # the nightly job
 
@@ -388,20 +424,7 @@ def mine_night(
         phase("mask + distinct")
         shard_rows = mine_shards(distinct, spec, shards)
         phase("shard mining")
-        miner.fit([(t, n) for t, n, _ in shard_rows])
-        mapping = match_messages(spark, distinct, miner).persist()
-        unmatched = mapping.where(F.col("template_id").isNull()).select("masked", "n").collect()
-        if unmatched:
-            # Drain3 learnt the shard templates, not every message; the few it cannot match
-            # are learnt on the driver, and every message is matched again.
-            log.info("%s: learning %d unmatched messages on the driver", source, len(unmatched))
-            miner.fit([(r.masked, int(r.n)) for r in unmatched])
-            mapping.unpersist()
-            mapping = match_messages(spark, distinct, miner).persist()
-        fallback_tid = F.substring(F.sha1(F.concat(F.lit(f"{source}\x00"), F.col("masked"))), 1, 16)
-        mapping = mapping.withColumn("unmatched", F.col("template_id").isNull()).withColumn(
-            "template_id", F.coalesce(F.col("template_id"), fallback_tid)
-        )
+        mapping = learn_and_match(spark, distinct, miner, [(t, n) for t, n, _ in shard_rows])
         phase("merge + match")
         per_template = (
             mapping.groupBy("template_id", "unmatched")
