@@ -17,6 +17,7 @@ from logcrnn.cli import main
 from logcrnn.config import Config, load_source
 from logcrnn.errors import DataError, LakeError
 from logcrnn.lake import Lake
+from logcrnn.masking import Masker, masks_for
 from logcrnn.parse_eval import grouping_accuracy, read_truth
 from logcrnn.templates import TemplateMiner, template_id
 
@@ -83,7 +84,7 @@ def test_executor_matching_equals_the_driver_miner(
     assert state is not None
     miner = TemplateMiner.from_bytes(bytes(state.state))
     spec = load_source(cfg, "hdfs")
-    masker = mining.Masker(mining.masks_for(spec))
+    masker = Masker(masks_for(spec))
     masked = lake.read("bronze.raw_lines", N1, "hdfs").select(
         "line_no", masker.masked(mining.message_text()).alias("masked")
     )

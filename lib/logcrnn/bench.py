@@ -119,7 +119,8 @@ def _drain3_baseline(spec: Any, messages: list[str]) -> float:
     from drain3.masking import MaskingInstruction
     from drain3.memory_buffer_persistence import MemoryBufferPersistence
 
-    from logcrnn.mining import masks_for, miner_for
+    from logcrnn.masking import masks_for
+    from logcrnn.mining import miner_for
 
     config = miner_for(spec)._config()
     instructions = []

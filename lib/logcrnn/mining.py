@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,7 +42,8 @@ from logcrnn import __version__
 from logcrnn.config import Config, SourceSpec, load_source
 from logcrnn.errors import DataError
 from logcrnn.lake import Lake
-from logcrnn.templates import DEFAULT_MASKS, WILDCARD, MaskRule, TemplateMiner
+from logcrnn.masking import Masker, masks_for
+from logcrnn.templates import WILDCARD, TemplateMiner
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,6 @@ BROADCAST_MESSAGES = 1_000_000
 Batches = Callable[[Iterable[pd.DataFrame]], Iterable[pd.DataFrame]]
 
 
-def masks_for(spec: SourceSpec) -> tuple[MaskRule, ...]:
-    """The source's mask rules (the defaults when it lists none)."""
-    return tuple(MaskRule(m.name, m.regex, m.token) for m in spec.masks) or DEFAULT_MASKS
-
-
 def miner_for(spec: SourceSpec) -> TemplateMiner:
     """A fresh miner with the source's Drain3 parameters."""
     return TemplateMiner(spec.name, **_drain_params(spec))
@@ -73,66 +68,6 @@ def _drain_params(spec: SourceSpec) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------
 # the Spark steps, on any DataFrame shaped like bronze.raw_lines
-
-
-#: Marks the values a mask rule matched while masking in one pass (Unicode private use).
-_OPEN, _CLOSE = "\ue000", "\ue001"
-
-
-@dataclass(frozen=True)
-class Masker:
-    """A source's mask rules, applied with Spark's built-in regex functions.
-
-    Consecutive rules with the same token are tried as one alternation, in one scan of the
-    text: at each position the first listed rule that matches wins.  A rule that refers to an
-    earlier rule's output (its regex mentions ``<``) starts a new scan.  The two marker
-    characters used for the one-scan value extraction are replaced by U+FFFD in the text first.
-    """
-
-    rules: tuple[MaskRule, ...]
-
-    @property
-    def scans(self) -> list[tuple[str, str]]:
-        """``(regex, token)`` per scan."""
-        scans: list[tuple[str, str]] = []
-        for rule in self.rules:
-            part = f"(?:{rule.regex})"
-            if scans and scans[-1][1] == rule.token and not _refers_to_tokens(rule.regex):
-                scans[-1] = (f"{scans[-1][0]}|{part}", rule.token)
-            else:
-                scans.append((part, rule.token))
-        return scans
-
-    @staticmethod
-    def _safe(text: Column) -> Column:
-        return F.translate(text, _OPEN + _CLOSE, "\ufffd\ufffd")
-
-    def masked(self, text: Column) -> Column:
-        out = self._safe(text)
-        for regex, token in self.scans:
-            out = F.regexp_replace(out, regex, _replacement(token))
-        return out
-
-    def masked_and_values(self, text: Column) -> tuple[Column, Column]:
-        """The masked text and the values the rules replaced (in text order)."""
-        scans = self.scans
-        if len(scans) != 1:
-            union = "|".join(regex for regex, _ in scans)
-            return self.masked(text), F.regexp_extract_all(self._safe(text), F.lit(union), 0)
-        regex, token = scans[0]
-        marked = F.regexp_replace(self._safe(text), regex, f"{_OPEN}$0{_CLOSE}")
-        masked = F.regexp_replace(marked, f"{_OPEN}[^{_CLOSE}]*{_CLOSE}", _replacement(token))
-        values = F.regexp_extract_all(marked, F.lit(f"{_OPEN}([^{_CLOSE}]*){_CLOSE}"), 1)
-        return masked, values
-
-
-def _refers_to_tokens(regex: str) -> bool:
-    """Whether a rule's regex mentions ``<`` outside look-behinds and named groups."""
-    return "<" in re.sub(r"\(\?<[=!]?", "", regex)
-
-
-def _replacement(token: str) -> str:
-    return token.replace("\\", "\\\\").replace("$", "\\$")
 
 
 def message_text() -> Column:
@@ -439,7 +374,8 @@ def mine_night(
                 source, len(fallback),
             )  # fmt: skip
 
-        masked, values = masker.masked_and_values(message_text())
+        text = message_text()
+        masked, values = masker.masked(text), masker.values(text)
         lookup = mapping.select("masked", "template_id", "generalised")
         if n_distinct <= BROADCAST_MESSAGES:
             lookup = F.broadcast(lookup)
