@@ -178,8 +178,8 @@ def _quantifier(s: str, i: int) -> tuple[bool, int]:
 
 
 def first_chars(regex: str) -> str | None:
-    """Java character classes (``[..][..]``) whose union covers every first character of a
-    match of ``regex``.
+    """A Java character-class body (for ``[...]``) covering every first character of a match
+    of ``regex``.
 
     ``None`` when the regex can match the empty string, starts with ``.`` or a negated class,
     uses inline flags, or uses syntax this analysis does not follow.
@@ -194,6 +194,15 @@ def first_chars(regex: str) -> str | None:
             return None
         out.append(first)
     return "".join(out)
+
+
+def _class_body(body: str) -> str:
+    """A class body that keeps its meaning when concatenated with others into one class."""
+    if body.startswith(("-", "^", "]")):
+        body = "\\" + body
+    if body.endswith("-") and not body.endswith("\\-"):
+        body = body[:-1] + "\\-"
+    return body
 
 
 def _first_of_sequence(s: str) -> str | None:
@@ -227,7 +236,7 @@ def _first_of_sequence(s: str) -> str | None:
             end = _close_bracket(s, i)
             if end < 0 or s[i + 1] == "^":
                 return None
-            part = s[i : end + 1]
+            part = _class_body(s[i + 1 : end])
             i = end + 1
         elif c == "\\":
             if i + 1 >= len(s):
@@ -237,18 +246,18 @@ def _first_of_sequence(s: str) -> str | None:
                 i += 2
                 continue
             if e in _CLASS_ESCAPES or not e.isalnum():
-                part = f"[{s[i : i + 2]}]"
+                part = s[i : i + 2]
                 i += 2
             elif e in "pP" and i + 2 < len(s) and s[i + 2] == "{":
                 end = s.find("}", i)
-                part = f"[{s[i : end + 1]}]"
+                part = s[i : end + 1]
                 i = end + 1
             else:
                 return None  # \Q, \x.., \u...., back-references: not analysed
         elif c in ".|)*+?{":
             return None
         else:
-            part = f"[{c}]" if c.isalnum() else f"[\\{c}]"
+            part = c if c.isalnum() else f"\\{c}"
             i += 1
         if part is None:
             return None
