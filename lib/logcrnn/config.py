@@ -80,6 +80,39 @@ class MiningSettings:
 
 
 @dataclass(frozen=True)
+class FeatureSettings:
+    """Window features and feature selection (the same for every source).
+
+    ``seq_len``: template sequences are truncated or padded (with 0) to this length.
+    ``scales``: sub-window sizes (events) of the multi-scale statistics.
+    ``neighbour_nights``: session and time windows of night D read nights D-n .. D+n, so a
+    window that spans midnight is built whole, in the night of its first event.
+    ``word2vec_size`` / ``word2vec_iterations``: the token embeddings of Eq. 1 (Spark MLlib).
+    ``top_k``: features kept by selection; ``mi_bins``: quantile bins for mutual information;
+    ``rf_trees`` / ``rf_depth``: the random forest; ``seed``: every random choice.
+    """
+
+    seq_len: int = 50
+    scales: Sequence[int] = (5, 10, 20, 50)
+    neighbour_nights: int = 1
+    word2vec_size: int = 16
+    word2vec_iterations: int = 5
+    top_k: int = 12
+    mi_bins: int = 10
+    rf_trees: int = 50
+    rf_depth: int = 6
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.seq_len <= 0 or self.word2vec_size <= 0 or self.top_k <= 0:
+            raise ConfigError("features: seq_len, word2vec_size and top_k must be positive")
+        if not self.scales or min(self.scales) <= 0:
+            raise ConfigError("features.scales: expected positive sub-window sizes")
+        if self.neighbour_nights < 0 or self.mi_bins < 2:
+            raise ConfigError("features: neighbour_nights >= 0 and mi_bins >= 2 expected")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job configuration (one frozen tree)."""
 
@@ -87,6 +120,7 @@ class Config:
     lake: LakeSettings = field(default_factory=LakeSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     mining: MiningSettings = field(default_factory=MiningSettings)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
     sources_dir: str = "sources"
     #: The file this config was loaded from (set by the loader, not by users).
     path: str = ""
@@ -147,6 +181,41 @@ class DrainSpec:
 
 
 @dataclass(frozen=True)
+class WindowsSpec:
+    """How one source's events are cut into windows (``windows:`` in its source file).
+
+    ``kind``: ``session`` (one window per session key, e.g. an HDFS block id), ``time``
+    (``size_s`` seconds every ``step_s`` seconds, on a grid anchored at the epoch) or ``count``
+    (``size`` events every ``step`` events).  Time and count windows are cut per ``by``:
+    ``node`` (a node's events; events without a node fall back to the source) or ``source``.
+    Events a session source cannot key (no session key in the line) go to ``fallback``
+    windows (``time`` or ``count``) of their node or source, never nowhere.
+    """
+
+    kind: str = "count"
+    by: str = "source"
+    size_s: int = 21600
+    step_s: int = 1800
+    size: int = 20
+    step: int = 5
+    fallback: str = "count"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("session", "time", "count"):
+            raise ConfigError(f"windows.kind: expected session, time or count, got {self.kind!r}")
+        if self.fallback not in ("time", "count"):
+            raise ConfigError(f"windows.fallback: expected time or count, got {self.fallback!r}")
+        if self.by not in ("node", "source"):
+            raise ConfigError(f"windows.by: expected node or source, got {self.by!r}")
+        if min(self.size_s, self.step_s, self.size, self.step) <= 0:
+            raise ConfigError("windows: sizes and steps must be positive")
+        if self.size_s % self.step_s:
+            raise ConfigError(
+                f"windows.size_s ({self.size_s}) must be a multiple of step_s ({self.step_s})"
+            )
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     """One log source: its Loghub format string and how to read its fields.
 
@@ -173,6 +242,8 @@ class SourceSpec:
     drain: DrainSpec = field(default_factory=DrainSpec)
 
 
+    #: how events become windows (gold.windows)
+    windows: WindowsSpec = field(default_factory=WindowsSpec)
 # --------------------------------------------------------------------------------------------
 # loading
 

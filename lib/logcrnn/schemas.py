@@ -14,6 +14,7 @@ from pyspark.sql.types import (
     BinaryType,
     BooleanType,
     DateType,
+    DoubleType,
     IntegerType,
     LongType,
     MapType,
@@ -116,6 +117,79 @@ MINER_STATE_SCHEMA = StructType(
     ]
 )
 
+WINDOWS_SCHEMA = StructType(
+    [
+        StructField("night", DateType(), False),
+        StructField("source", StringType(), False),
+        # sha1 of source, kind, key, grid_start (and night for count windows), 16 hex chars
+        StructField("window_id", StringType(), False),
+        StructField("kind", StringType(), False),  # session | time | count
+        # the session key (e.g. a block id), or the node / source a time or count window cuts
+        StructField("key", StringType(), False),
+        # time windows: the grid start (epoch seconds); count windows: the index of the first
+        # event in the night's stream of that key; session windows: 0
+        StructField("grid_start", LongType(), False),
+        StructField("start_ts", TimestampType(), True),  # first and last event; null when
+        StructField("end_ts", TimestampType(), True),  # the window is in line order
+        # True when some event had no timestamp: the events are then in line order
+        # (night, file, line number) and every time-based feature is 0
+        StructField("line_order", BooleanType(), False),
+        StructField("length", IntegerType(), False),  # events in the window (true length)
+        # the first seq_len template ids in event order (not padded)
+        StructField("template_ids", ArrayType(StringType(), False), False),
+        # the same as vocabulary indices, padded with 0 to seq_len (1 = not in the training
+        # vocabulary); counts: events per vocabulary index; semantic: mean template vector
+        # (Eq. 1-2); features_std: Eq. 3.  These four are empty until gold.feature_stats exists.
+        StructField("sequence", ArrayType(IntegerType(), False), False),
+        StructField("counts", ArrayType(IntegerType(), False), False),
+        StructField("semantic", ArrayType(DoubleType(), False), False),
+        StructField("features", ArrayType(DoubleType(), False), False),  # raw, FEATURE_NAMES
+        StructField("features_std", ArrayType(DoubleType(), False), False),
+        StructField("label", IntegerType(), True),  # 1 anomaly, 0 normal, null unknown
+        StructField("label_source", StringType(), True),  # file | lines | null
+        StructField("stats_night", DateType(), True),  # the gold.feature_stats partition used
+    ]
+)
+
+FEATURE_STATS_SCHEMA = StructType(
+    [
+        StructField("night", DateType(), False),  # the last night of the training period
+        StructField("source", StringType(), False),
+        # feature: a numeric feature (mean, std); template: a vocabulary entry (idx, count);
+        # token: a template token (Word2Vec vector, idf)
+        StructField("kind", StringType(), False),
+        StructField("name", StringType(), False),
+        StructField("idx", IntegerType(), False),
+        StructField("mean", DoubleType(), True),
+        StructField("std", DoubleType(), True),
+        StructField("count", LongType(), True),
+        StructField("idf", DoubleType(), True),
+        StructField("vector", ArrayType(DoubleType(), False), True),
+        StructField("train_from", DateType(), False),
+        StructField("train_to", DateType(), False),
+    ]
+)
+
+FEATURE_SCORES_SCHEMA = StructType(
+    [
+        StructField("night", DateType(), False),  # the last night of the training period
+        StructField("source", StringType(), False),
+        StructField("feature", StringType(), False),
+        StructField("idx", IntegerType(), False),  # position in gold.windows.features
+        StructField("mutual_information", DoubleType(), False),  # nats
+        StructField("rf_importance", DoubleType(), False),
+        StructField("mi_rank", IntegerType(), False),  # 1 = most informative
+        StructField("rf_rank", IntegerType(), False),
+        StructField("score", DoubleType(), False),  # 0.6 mi_rank + 0.4 rf_rank, lower is better
+        StructField("rank", IntegerType(), False),
+        StructField("chosen", BooleanType(), False),  # rank <= top_k
+        StructField("train_from", DateType(), False),
+        StructField("train_to", DateType(), False),
+        StructField("windows", LongType(), False),  # labelled training windows used
+        StructField("seed", IntegerType(), False),
+    ]
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -123,6 +197,9 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("silver.events", ("night", "source"), EVENTS_SCHEMA),
         TableSpec("silver.templates", ("night", "source"), TEMPLATES_SCHEMA),
         TableSpec("silver.miner_state", ("night", "source"), MINER_STATE_SCHEMA),
+        TableSpec("gold.windows", ("night", "source"), WINDOWS_SCHEMA),
+        TableSpec("gold.feature_stats", ("night", "source"), FEATURE_STATS_SCHEMA),
+        TableSpec("gold.feature_scores", ("night", "source"), FEATURE_SCORES_SCHEMA),
     )
 }
 
