@@ -238,3 +238,109 @@ def format_mine(result: dict[str, Any]) -> str:
         f"time for 10x the lines: {result['growth_10x_lines']}x"
     )
     return "\n".join(out)
+
+
+def bench_windows(
+    cfg: Config,
+    source: str,
+    sample: Path,
+    labels: Path | None,
+    lines: int,
+    files: int,
+    repeat: int,
+    workdir: Path,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Windows + features against a plain sessionisation of the same events, same run.
+
+    ``synth`` replays the sample (with its label file) to ``lines`` lines; ingest, mining, a
+    first windows pass and select-features (which fits the statistics the timed passes apply)
+    run untimed.  Then, alternating ``repeat`` times: the baseline reads silver.events and
+    writes ``groupBy(session).agg(collect_list(template_id))`` as Parquet; the windows job
+    builds the night's windows with every feature, labels from the label file, and commits
+    gold.windows.  Medians are compared.
+    """
+    from pyspark.sql import functions as F
+
+    from logcrnn import ingest, mining, selection, windows
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+
+    night = "2008-11-09"
+    folder = workdir / f"data-{source}-{lines}-{files}-{seed}-labelled"
+    marker = folder / "_DONE"
+    if not marker.is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        synth(load_source(cfg, source), sample, lines, folder, files=files, seed=seed,
+              labels_path=labels)  # fmt: skip
+        marker.write_text(json.dumps({"sample": str(sample), "lines": lines}))
+    inputs = sorted(str(p) for p in folder.glob("part-*.log"))
+    label_file = folder / "anomaly_label.csv" if labels is not None else None
+    lake_root = workdir / f"lake-windows-{lines}"
+    base_out = workdir / "sessions-baseline"
+    base_s: list[float] = []
+    win_s: list[float] = []
+    with spark_session("bench_windows", cfg.spark) as spark:
+        cores = spark.sparkContext.defaultParallelism
+        shutil.rmtree(lake_root, ignore_errors=True)
+        lake = Lake(spark, str(lake_root), cfg.lake.backend)
+        ingest.run(spark, cfg, source, inputs, night, lake=lake)
+        mined = mining.mine_night(spark, cfg, lake, source, night)
+        started = time.perf_counter()
+        windows.build_windows(spark, cfg, lake, source, night, labels=label_file)
+        raw_s = time.perf_counter() - started
+        selected = selection.select_features(spark, cfg, lake, source, night, night)
+        log.info("first windows pass %.1fs, select-features %.1fs", raw_s, selected.seconds)
+        for _ in range(repeat):
+            shutil.rmtree(base_out, ignore_errors=True)
+            started = time.perf_counter()
+            (
+                lake.read("silver.events", night, source)
+                .select(F.explode("session_keys").alias("session"), "template_id")
+                .groupBy("session")
+                .agg(F.collect_list("template_id").alias("templates"))
+                .write.parquet(str(base_out))
+            )
+            base_s.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            report = windows.build_windows(spark, cfg, lake, source, night, labels=label_file)
+            win_s.append(time.perf_counter() - started)
+            log.info("baseline %.1fs, windows + features %.1fs", base_s[-1], win_s[-1])
+    shutil.rmtree(base_out, ignore_errors=True)
+    shutil.rmtree(lake_root, ignore_errors=True)
+    base_med, win_med = statistics.median(base_s), statistics.median(win_s)
+    return {
+        "benchmark": "windows",
+        "source": source,
+        "lines": lines,
+        "events": report.events,
+        "cores": cores,
+        "repeat": repeat,
+        "templates": mined.templates,
+        "windows": report.windows,
+        "anomalous_windows": report.anomalous_windows,
+        "first_pass_seconds_no_stats": round(raw_s, 2),
+        "baseline_seconds": [round(s, 2) for s in base_s],
+        "windows_seconds": [round(s, 2) for s in win_s],
+        "baseline_events_per_s": round(report.events / base_med),
+        "windows_events_per_s": round(report.events / win_med),
+        "ratio_windows_to_baseline": round(win_med / base_med, 3),
+    }
+
+
+def format_windows(result: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"windows benchmark: {result['events']:,} {result['source']} events, "
+            f"{result['cores']} cores, {result['templates']} templates, windows "
+            f"{result['windows']} ({result['anomalous_windows']:,} anomalous), "
+            f"median of {result['repeat']}",
+            f"  sessionisation (explode, groupBy, collect_list -> parquet): "
+            f"{result['baseline_events_per_s']:>10,} events/s   runs {result['baseline_seconds']}",
+            f"  windows + features + labels -> gold.windows:                "
+            f"{result['windows_events_per_s']:>10,} events/s   runs {result['windows_seconds']}",
+            f"  windows / sessionisation time: {result['ratio_windows_to_baseline']:.2f}x"
+            f"   (first pass without fitted statistics: "
+            f"{result['first_pass_seconds_no_stats']}s)",
+        ]
+    )

@@ -63,6 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
     p.add_argument("--shards", type=int, default=None, help="Drain3 shards (mining.shards)")
 
+    p = sub.add_parser("windows", help="silver.events -> gold.windows (windows + features)")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
+    p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
+    p.add_argument("--labels", default=None, help="session labels, e.g. BlockId,Label csv")
+    p.add_argument(
+        "--stats", default=None, help="gold.feature_stats night to apply (default: newest)"
+    )
+    p.add_argument(
+        "--no-stats", action="store_true", help="write raw features only, apply no fitted stats"
+    )
+
+    p = sub.add_parser(
+        "select-features",
+        aliases=["select"],
+        help="fit feature statistics and score features on a training period",
+    )
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
+    p.add_argument("--from", dest="train_from", required=True, help="first training night")
+    p.add_argument("--to", dest="train_to", required=True, help="last training night")
+
     p = sub.add_parser("sql", help="Spark SQL over the lake's tables by name")
     _common(p)
     p.add_argument("query")
@@ -88,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print their figures")
     _common(p)
     _json_flag(p)
-    p.add_argument("what", choices=("ingest", "mine"))
+    p.add_argument("what", choices=("ingest", "mine", "windows"))
     p.add_argument("--lines", type=int, default=10_000_000)
     p.add_argument("--source", default="hdfs")
     p.add_argument("--from", dest="sample", default=None, help="sample to replay")
@@ -98,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--baseline-lines", type=int, default=1_000_000, help="mine: lines for one Drain3"
+    )
+    p.add_argument(
+        "--labels", default=None, help="windows: the sample's label file (default: bundled)"
     )
 
     p = sub.add_parser("parse-eval", help="template-mining accuracy (GA, PA) and speed")
@@ -166,6 +193,57 @@ def cmd_mine(args: argparse.Namespace) -> dict[str, Any]:
     return report.as_dict()
 
 
+def cmd_windows(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import windows
+    from logcrnn.config import load_source
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    load_source(cfg, args.source)
+    if args.labels and not Path(args.labels).is_file():
+        raise UsageError(f"label file not found: {args.labels}")
+    with spark_session("build_windows", cfg.spark) as spark:
+        lake = Lake.from_settings(spark, cfg.lake)
+        report = windows.build_windows(
+            spark, cfg, lake, args.source, args.date, labels=args.labels,
+            stats_night=args.stats, use_stats=not args.no_stats,
+        )  # fmt: skip
+    if not args.json:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.windows.items()))
+        print(
+            f"{report.source} {report.night}: {report.events} events -> {kinds} windows "
+            f"({report.labelled_windows} labelled, {report.anomalous_windows} anomalous, "
+            f"{report.line_order_windows} in line order), stats "
+            f"{report.stats_night or 'none'}, {report.seconds:.1f}s -> gold.windows "
+            f"v{report.version}"
+        )
+    return report.as_dict()
+
+
+def cmd_select(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import selection
+    from logcrnn.config import load_source
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    load_source(cfg, args.source)
+    with spark_session("select_features", cfg.spark) as spark:
+        lake = Lake.from_settings(spark, cfg.lake)
+        report = selection.select_features(
+            spark, cfg, lake, args.source, args.train_from, args.train_to
+        )
+    if not args.json:
+        print(
+            f"{report.source} {report.train_from}..{report.train_to}: {report.windows} windows "
+            f"({report.labelled_windows} labelled, {report.anomalous_windows} anomalous), "
+            f"vocabulary {report.vocabulary}, {report.tokens} tokens; chosen: "
+            f"{', '.join(report.chosen) or 'none (needs both classes)'}"
+        )
+    return report.as_dict()
+
+
 def cmd_sql(args: argparse.Namespace) -> None:
     from pyspark.errors import PySparkException
 
@@ -228,6 +306,24 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = _config(args)
     sample = Path(args.sample) if args.sample else SAMPLE_DIR / "hdfs" / "HDFS_20000.log.gz"
+    if args.what == "windows":
+        labels = Path(args.labels) if args.labels else None
+        if labels is None and not args.sample:
+            labels = SAMPLE_DIR / "hdfs" / "HDFS_20000.anomaly_label.csv"
+        result = bench.bench_windows(
+            cfg,
+            source=args.source,
+            sample=sample,
+            labels=labels,
+            lines=args.lines,
+            files=args.files,
+            repeat=args.repeat,
+            workdir=Path(args.workdir),
+            seed=args.seed,
+        )
+        if not args.json:
+            print(bench.format_windows(result))
+        return result
     if args.what == "mine":
         result = bench.bench_mine(
             cfg,
@@ -301,6 +397,9 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 COMMANDS = {
     "ingest": cmd_ingest,
     "mine": cmd_mine,
+    "windows": cmd_windows,
+    "select-features": cmd_select,
+    "select": cmd_select,
     "sql": cmd_sql,
     "history": cmd_history,
     "synth": cmd_synth,

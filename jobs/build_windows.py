@@ -1,0 +1,20 @@
+"""spark-submit entry: silver.events -> gold.windows (windows, features, labels).
+
+spark-submit jobs/build_windows.py --conf conf/cluster.yaml --source hdfs --date 2008-11-09 \
+    --labels anomaly_label.csv
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from logcrnn.cli import main as cli_main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(["windows", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

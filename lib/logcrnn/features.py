@@ -1,0 +1,463 @@
+"""Window features: one pass of numpy over each Arrow batch of grouped windows.
+
+Spark groups every window's events into one list (``collect_list`` of a small struct, the same
+shuffle a plain sessionisation pays); :func:`window_features` then sorts the events of a whole
+batch of windows at once and computes every feature from that one sorted array with segmented
+numpy reductions, with no Python loop over windows or events.  It is a pure function of an
+Arrow batch and a :class:`FeatureContext`, tested without Spark.
+
+The features (Eq. 1-3 and 5 of the seed paper):
+
+* ``template_ids`` / ``sequence``: the template sequence in event order, truncated to
+  ``seq_len``; ``sequence`` holds vocabulary indices padded with 0 (1 = a template outside the
+  training vocabulary);
+* ``counts``: events per vocabulary index;
+* ``semantic``: the mean over the window's events of their template vectors, each template
+  vector the IDF-weighted mean of its tokens' Word2Vec embeddings (Eq. 1-2);
+* ``features``: the numeric statistics named by :func:`feature_names`, including the
+  multi-scale ones over consecutive sub-windows of 5/10/20/50 events;
+* ``features_std``: the same standardised with the training period's mean and standard
+  deviation (Eq. 3).
+
+The vocabulary, token vectors and means are fitted on a training period only
+(:func:`fit_stats`) and stored in ``gold.feature_stats``; until they exist, the four
+vocabulary-dependent columns are empty.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from logcrnn.errors import DataError
+
+#: Numeric statistics of a whole window, in this order, before the multi-scale ones.
+BASE_FEATURES = (
+    "n_events",  # events in the window
+    "n_templates",  # distinct templates
+    "template_ratio",  # distinct templates / events
+    "duration_s",  # last - first timestamp
+    "events_per_s",  # events / max(duration, 1 s)
+    "error_ratio",  # share of ERROR/FATAL/SEVERE/... levels
+    "warn_ratio",  # share of WARN/WARNING
+    "gap_mean_s",  # inter-arrival times
+    "gap_std_s",
+    "gap_max_s",
+    "params_mean",  # parameters (masked values) per event
+    "params_max",
+    "rarity_mean",  # -log p(template) over all nights mined so far
+    "rarity_max",
+)
+#: Per sub-window scale k: statistics over the window's consecutive chunks of k events.
+SCALE_FEATURES = (
+    "max_templates",  # most distinct templates in one chunk
+    "max_alert_ratio",  # highest share of non-INFO levels in one chunk
+    "min_span_s",  # shortest time k consecutive events took (bursts)
+)
+
+TS_TYPE = pa.timestamp("us", tz="UTC")
+
+
+def feature_names(scales: Sequence[int]) -> tuple[str, ...]:
+    """Names of the numeric features, in the order of ``gold.windows.features``."""
+    return BASE_FEATURES + tuple(f"s{k}_{name}" for k in scales for name in SCALE_FEATURES)
+
+
+_TOKEN = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+")
+
+
+def tokenize(template: str) -> list[str]:
+    """Word tokens of a template: letters only, camelCase split, lower case, ``<*>`` dropped.
+
+    >>> tokenize("PacketResponder <*> for block <*> terminating")
+    ['packet', 'responder', 'for', 'block', 'terminating']
+    """
+    text = template.replace("<*>", " ")
+    return [t.lower() for t in _TOKEN.findall(text) if len(t) > 1]
+
+
+# --------------------------------------------------------------------------------------------
+# fitted statistics
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """What is fitted on the training period (stored as ``gold.feature_stats`` rows).
+
+    ``vocab`` maps a template id to its index (2 and up, by training count); ``tokens`` maps a
+    token to its Word2Vec vector and IDF weight; ``mean`` / ``std`` standardise ``features``.
+    """
+
+    night: date
+    train_from: date
+    train_to: date
+    names: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    vocab: Mapping[str, int]
+    vocab_counts: Mapping[str, int]
+    tokens: Mapping[str, tuple[np.ndarray, float]] = field(default_factory=dict)
+
+    @property
+    def vector_size(self) -> int:
+        first = next(iter(self.tokens.values()), None)
+        return 0 if first is None else len(first[0])
+
+    @property
+    def counts_size(self) -> int:
+        """Length of a count vector: padding (0), unknown (1) and the vocabulary."""
+        return len(self.vocab) + 2
+
+    def template_vector(self, template: str, size: int) -> np.ndarray:
+        """Eq. 2: the IDF-weighted mean of the template's token vectors (zeros if none known)."""
+        acc = np.zeros(size)
+        weight = 0.0
+        for token in tokenize(template):
+            entry = self.tokens.get(token)
+            if entry is not None:
+                acc += entry[1] * entry[0]
+                weight += entry[1]
+        return acc / weight if weight > 0 else acc
+
+    def to_rows(self) -> list[tuple[Any, ...]]:
+        """``kind, name, idx, mean, std, count, idf, vector, train_from, train_to`` rows."""
+        rows: list[tuple[Any, ...]] = []
+        for i, name in enumerate(self.names):
+            rows.append(
+                ("feature", name, i, float(self.mean[i]), float(self.std[i]), None, None, None)
+            )
+        for tid, idx in sorted(self.vocab.items(), key=lambda kv: kv[1]):
+            rows.append(("template", tid, idx, None, None, int(self.vocab_counts[tid]), None, None))
+        for i, (token, (vec, idf)) in enumerate(sorted(self.tokens.items())):
+            rows.append(("token", token, i, None, None, None, float(idf), [float(v) for v in vec]))
+        return [(*r, self.train_from, self.train_to) for r in rows]
+
+    @classmethod
+    def from_rows(cls, night: date, rows: Iterable[Any]) -> FeatureStats:
+        feats: list[tuple[int, str, float, float]] = []
+        vocab: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        tokens: dict[str, tuple[np.ndarray, float]] = {}
+        train: tuple[date, date] | None = None
+        for r in rows:
+            train = (r.train_from, r.train_to)
+            if r.kind == "feature":
+                feats.append((r.idx, r.name, r.mean, r.std))
+            elif r.kind == "template":
+                vocab[r.name] = r.idx
+                counts[r.name] = r["count"]
+            elif r.kind == "token":
+                tokens[r.name] = (np.asarray(r.vector, dtype=np.float64), float(r.idf))
+        if train is None or not feats:
+            raise DataError(f"gold.feature_stats night {night} holds no feature statistics")
+        feats.sort()
+        return cls(
+            night=night,
+            train_from=train[0],
+            train_to=train[1],
+            names=tuple(f[1] for f in feats),
+            mean=np.array([f[2] for f in feats], dtype=np.float64),
+            std=np.array([f[3] for f in feats], dtype=np.float64),
+            vocab=vocab,
+            vocab_counts=counts,
+            tokens=tokens,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# the per-night context shipped to the executors
+
+
+@dataclass(frozen=True)
+class FeatureContext:
+    """Everything :func:`window_features` needs besides the events (small, driver-built).
+
+    ``known_ids``: every template id of the night (aliases included); arrays indexed like it,
+    plus one last entry for an id not in it: ``rarity``, and with fitted stats
+    ``vocab_idx`` (vocabulary index, 1 = unknown) and ``semantic`` (template vectors).
+    ``night``: days since the epoch; windows whose first event is in another night are
+    dropped (None keeps all).
+    """
+
+    seq_len: int
+    scales: tuple[int, ...]
+    known_ids: list[str]
+    rarity: np.ndarray
+    night: int | None = None
+    vocab_idx: np.ndarray | None = None
+    counts_size: int = 0
+    semantic: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+
+def build_context(
+    templates: Iterable[Any],
+    seq_len: int,
+    scales: Sequence[int],
+    night: date | None,
+    stats: FeatureStats | None,
+) -> FeatureContext:
+    """The context for one night from its ``silver.templates`` rows and the fitted stats.
+
+    A template id that Drain3 generalised since (``current_id`` differs) takes its current
+    template's count, vocabulary index and vector.  Rarity is ``-log p`` with add-one
+    smoothing over the counts of all nights mined so far.
+    """
+    rows = list(templates)
+    by_id = {r.template_id: r for r in rows}
+    live = [r for r in rows if r.current_id == r.template_id]
+    total = sum(int(r.total_count) for r in live) + len(live) + 1
+
+    def current(r: Any) -> Any:
+        seen = set()
+        while r.current_id != r.template_id and r.current_id in by_id and r.template_id not in seen:
+            seen.add(r.template_id)
+            r = by_id[r.current_id]
+        return r
+
+    ids = sorted(by_id)
+    cur = [current(by_id[t]) for t in ids]
+    rarity = np.array(
+        [-math.log((int(c.total_count) + 1) / total) for c in cur] + [math.log(total)]
+    )
+    ctx: dict[str, Any] = {}
+    if stats is not None:
+        size = stats.vector_size
+        ctx["vocab_idx"] = np.array(
+            [stats.vocab.get(c.template_id, 1) for c in cur] + [1], dtype=np.int32
+        )
+        ctx["counts_size"] = stats.counts_size
+        ctx["semantic"] = np.vstack(
+            [stats.template_vector(c.template or "", size) for c in cur] + [np.zeros(size)]
+        )
+        ctx["mean"] = stats.mean
+        ctx["std"] = np.where(stats.std > 0, stats.std, 1.0)
+    return FeatureContext(
+        seq_len=seq_len,
+        scales=tuple(scales),
+        known_ids=ids,
+        rarity=rarity,
+        night=(night - date(1970, 1, 1)).days if night is not None else None,
+        **ctx,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the numeric core
+
+#: Arrow schema of :func:`window_features`' output (Spark DDL in ``OUTPUT_DDL``).
+OUTPUT_DDL = (
+    "kind string, key string, grid_start long, start_ts timestamp, end_ts timestamp, "
+    "line_order boolean, length int, template_ids array<string>, sequence array<int>, "
+    "counts array<int>, semantic array<double>, features array<double>, "
+    "features_std array<double>, line_label int"
+)
+
+
+def _lists(values: pa.Array | np.ndarray, lengths: np.ndarray, typ: pa.DataType) -> pa.Array:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    vals = values if isinstance(values, pa.Array) else pa.array(values, type=typ)
+    return pa.ListArray.from_arrays(pa.array(offsets), vals)
+
+
+def _fixed_lists(matrix: np.ndarray, typ: pa.DataType) -> pa.Array:
+    rows, width = matrix.shape
+    return _lists(matrix.reshape(-1), np.full(rows, width), typ)
+
+
+def _empty_lists(rows: int, typ: pa.DataType) -> pa.Array:
+    return _lists(np.zeros(0), np.zeros(rows, dtype=np.int64), typ)
+
+
+def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatch:
+    """Features of a batch of windows (Arrow in, Arrow out; see :data:`OUTPUT_DDL`).
+
+    ``batch``: ``kind, key, grid_start`` and ``events``, a list per window of structs
+    ``ts`` (int64 µs since the epoch, null if unknown), ``night`` (int32 days), ``seq``
+    (int64: file rank << 40 | line number), ``tid`` (template id), ``lvl`` (int8: 2 error,
+    1 warning, 0 other), ``np`` (int32 parameters), ``bad`` (bool, null if unlabelled), in any
+    order.  Events are ordered by (ts, night, seq); a window with any event lacking a timestamp
+    is ordered by (night, seq) and marked ``line_order``.
+    """
+    w = batch.num_rows
+    events = batch.column("events")
+    offs = np.asarray(events.offsets, dtype=np.int64)
+    offs = offs - offs[0]
+    flat = events.flatten()
+    n = np.diff(offs)
+    if w == 0 or (n <= 0).any():
+        if w == 0:
+            return _empty_output()
+        raise DataError("a window without events reached the feature step")
+    starts = offs[:-1]
+    ends = offs[1:] - 1
+    total = int(offs[-1])
+    row = np.repeat(np.arange(w), n)
+
+    ts_col = flat.field("ts")
+    ts_null = ts_col.is_null().to_numpy(zero_copy_only=False)
+    line_order = np.logical_or.reduceat(ts_null, starts)
+    ts = ts_col.fill_null(0).to_numpy().astype(np.int64)
+    ts = np.where(line_order[row], 0, ts)
+    night = flat.field("night").to_numpy().astype(np.int64)
+    seq = flat.field("seq").to_numpy().astype(np.int64)
+    order = np.lexsort((seq, night, ts, row))
+    ts, night = ts[order], night[order]
+    take = pa.array(order)
+    tid = flat.field("tid").take(take)
+    lvl = flat.field("lvl").to_numpy().astype(np.int8)[order]
+    nparams = flat.field("np").to_numpy().astype(np.float64)[order]
+    bad_col = flat.field("bad").take(take)
+
+    t = len(ctx.known_ids)
+    known = pc.index_in(tid, value_set=pa.array(ctx.known_ids, type=pa.string()))
+    k = known.fill_null(t).to_numpy().astype(np.int64)
+    codes = pc.dictionary_encode(tid).indices.to_numpy().astype(np.int64)
+    n_codes = int(codes.max()) + 1 if total else 1
+    pos = np.arange(total) - starts[row]
+    nf = n.astype(np.float64)
+
+    def per_window(values: np.ndarray) -> np.ndarray:
+        return np.bincount(row, weights=values, minlength=w)
+
+    distinct = np.bincount(np.unique(row * n_codes + codes) // n_codes, minlength=w)
+    duration = (ts[ends] - ts[starts]) / 1e6
+    gaps = np.diff(ts, prepend=0) / 1e6
+    gaps[starts] = 0.0
+    pairs = np.maximum(nf - 1, 1)
+    gap_mean = per_window(gaps) / pairs
+    gap_var = per_window(gaps * gaps) / pairs - gap_mean**2
+    rarity = ctx.rarity[k]
+    cols = [
+        nf,
+        distinct,
+        distinct / nf,
+        duration,
+        nf / np.maximum(duration, 1.0),
+        per_window((lvl == 2).astype(np.float64)) / nf,
+        per_window((lvl == 1).astype(np.float64)) / nf,
+        gap_mean,
+        np.sqrt(np.maximum(gap_var, 0.0)),
+        np.maximum.reduceat(gaps, starts),
+        per_window(nparams) / nf,
+        np.maximum.reduceat(nparams, starts),
+        per_window(rarity) / nf,
+        np.maximum.reduceat(rarity, starts),
+    ]
+    alert = (lvl >= 1).astype(np.float64)
+    for size in ctx.scales:
+        chunk = pos // size
+        n_chunks = (n + size - 1) // size
+        coff = np.zeros(w + 1, dtype=np.int64)
+        np.cumsum(n_chunks, out=coff[1:])
+        gid = coff[:-1][row] + chunk
+        g = int(coff[-1])
+        sizes = np.bincount(gid, minlength=g)
+        c_distinct = np.bincount(np.unique(gid * n_codes + codes) // n_codes, minlength=g)
+        c_alert = np.bincount(gid, weights=alert, minlength=g) / sizes
+        c_start = np.zeros(g, dtype=np.int64)
+        np.cumsum(sizes[:-1], out=c_start[1:])
+        c_span = (ts[c_start + sizes - 1] - ts[c_start]) / 1e6
+        # Chunks of fewer than k events only count in windows shorter than k.
+        valid = (sizes == size) | np.repeat(n < size, n_chunks)
+        cols.append(np.maximum.reduceat(np.where(valid, c_distinct, -np.inf), coff[:-1]))
+        cols.append(np.maximum.reduceat(np.where(valid, c_alert, -np.inf), coff[:-1]))
+        cols.append(np.minimum.reduceat(np.where(valid, c_span, np.inf), coff[:-1]))
+    feats = np.column_stack(cols).astype(np.float64)
+
+    head = pos < ctx.seq_len
+    kept = np.minimum(n, ctx.seq_len)
+    template_ids = _lists(tid.filter(pa.array(head)), kept, pa.string())
+    if (
+        ctx.vocab_idx is not None
+        and ctx.semantic is not None
+        and ctx.mean is not None
+        and ctx.std is not None
+    ):
+        vidx = ctx.vocab_idx[k]
+        seq_mat = np.zeros((w, ctx.seq_len), dtype=np.int32)
+        seq_mat[row[head], pos[head]] = vidx[head]
+        sequence = _fixed_lists(seq_mat, pa.int32())
+        cs = ctx.counts_size
+        count_mat = np.bincount(row * cs + vidx, minlength=w * cs).astype(np.int32)
+        counts = _fixed_lists(count_mat.reshape(w, cs), pa.int32())
+        sem = np.add.reduceat(ctx.semantic[k], starts, axis=0) / nf[:, None]
+        semantic = _fixed_lists(sem, pa.float64())
+        std_mat = (feats - ctx.mean) / ctx.std
+        features_std = _fixed_lists(std_mat, pa.float64())
+    else:
+        sequence = _empty_lists(w, pa.int32())
+        counts = _empty_lists(w, pa.int32())
+        semantic = _empty_lists(w, pa.float64())
+        features_std = _empty_lists(w, pa.float64())
+
+    bad_known = bad_col.is_valid().to_numpy(zero_copy_only=False)
+    bad_true = bad_col.fill_null(False).to_numpy(zero_copy_only=False)
+    any_known = np.logical_or.reduceat(bad_known, starts)
+    any_bad = np.logical_or.reduceat(bad_true & bad_known, starts)
+    out = pa.RecordBatch.from_arrays(
+        [
+            batch.column("kind"),
+            batch.column("key"),
+            batch.column("grid_start"),
+            pa.array(ts[starts], type=pa.int64(), mask=line_order).cast(TS_TYPE),
+            pa.array(ts[ends], type=pa.int64(), mask=line_order).cast(TS_TYPE),
+            pa.array(line_order),
+            pa.array(n.astype(np.int32)),
+            template_ids,
+            sequence,
+            counts,
+            semantic,
+            _fixed_lists(feats, pa.float64()),
+            features_std,
+            pa.array(any_bad.astype(np.int32), mask=~any_known),
+        ],
+        names=OUTPUT_NAMES,
+    )
+    if ctx.night is not None:
+        out = out.filter(pa.array(night[starts] == ctx.night))
+    return out
+
+
+OUTPUT_NAMES = [part.strip().split(" ")[0] for part in OUTPUT_DDL.split(", ")]
+
+
+def _empty_output() -> pa.RecordBatch:
+    types = {
+        "kind": pa.string(),
+        "key": pa.string(),
+        "grid_start": pa.int64(),
+        "start_ts": TS_TYPE,
+        "end_ts": TS_TYPE,
+        "line_order": pa.bool_(),
+        "length": pa.int32(),
+        "template_ids": pa.list_(pa.string()),
+        "sequence": pa.list_(pa.int32()),
+        "counts": pa.list_(pa.int32()),
+        "semantic": pa.list_(pa.float64()),
+        "features": pa.list_(pa.float64()),
+        "features_std": pa.list_(pa.float64()),
+        "line_label": pa.int32(),
+    }
+    return pa.RecordBatch.from_pylist([], schema=pa.schema(list(types.items())))
+
+
+def batches_features(ctx: FeatureContext) -> Any:
+    """The ``mapInArrow`` function applying :func:`window_features` to every batch."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if batch.num_rows:
+                yield window_features(batch, ctx)
+
+    return run
