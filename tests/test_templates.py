@@ -6,13 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from logcrnn.cli import main
 from logcrnn.errors import DataError
 from logcrnn.parse_eval import grouping_accuracy, parsing_accuracy
-from logcrnn.templates import DEFAULT_MASKS, TemplateMiner, mask_column, template_id
+from logcrnn.templates import TemplateMiner, template_id
 
 LOGHUB = Path(__file__).resolve().parents[1] / "data" / "sample" / "loghub_2k"
 
@@ -36,16 +34,6 @@ def test_grouping_accuracy_by_hand() -> None:
 def test_parsing_accuracy_by_hand() -> None:
     assert parsing_accuracy(["a <*> b", "c  d"], ["a <*> b", "c d"]) == 1.0
     assert parsing_accuracy(["a <*> b", "c d"], ["a b b", "c d"]) == 0.5
-
-
-def test_masks_in_spark(spark: SparkSession) -> None:
-    uuid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
-    df = spark.createDataFrame(
-        [(f"Got 42 bytes from /10.250.19.102:54106 at 0x7f3a id {uuid}",)], "t string"
-    )
-    masked = df.select(mask_column(F.col("t"), DEFAULT_MASKS).alias("m")).first()
-    assert masked is not None
-    assert masked.m == "Got <*> bytes from <*> at <*> id <*>"
 
 
 def test_ids_are_stable_hashes_and_nights_add_only_new_templates() -> None:
@@ -105,3 +93,15 @@ def test_parse_eval_hdfs_sample(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["lines"] == 2000 and result["templates_true"] == 14
     # measured with the generic masks: 0.998 (the issue asks >= 0.99 for HDFS)
     assert result["grouping_accuracy"] >= 0.99
+
+
+@pytest.mark.slow
+def test_parse_eval_every_loghub_system(capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's accuracy figures on the 16 Loghub 2k samples (measured: mean GA 0.964)."""
+    assert main(["parse-eval", "--all", str(LOGHUB), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ga = {r["source"]: r["grouping_accuracy"] for r in result["systems"]}
+    assert len(ga) == 16
+    assert result["mean_ga"] >= 0.95
+    assert min(ga.values()) >= 0.85, ga
+    assert ga["hdfs"] >= 0.99 and ga["bgl"] >= 0.96

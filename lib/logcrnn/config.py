@@ -237,13 +237,15 @@ class SourceSpec:
     #: header fields kept in bronze's ``fields`` map besides the named columns (the whole line
     #: is always kept; building a map per line is costly, so only what is asked for)
     extra_fields: Sequence[str] = ()
-    #: mask rules applied in Spark before mining; empty means the generic default set
+    #: Source-specific mask rules, tried before the default ones (see ``default_masks``).
     masks: Sequence[MaskSpec] = ()
+    #: Whether the generic rules (UUIDs, IPs and ports, hex, numbers) follow ``masks``.
+    default_masks: bool = True
     drain: DrainSpec = field(default_factory=DrainSpec)
-
-
     #: how events become windows (gold.windows)
     windows: WindowsSpec = field(default_factory=WindowsSpec)
+
+
 # --------------------------------------------------------------------------------------------
 # loading
 

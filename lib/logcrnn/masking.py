@@ -18,8 +18,9 @@ from logcrnn.templates import DEFAULT_MASKS, MaskRule
 
 
 def masks_for(spec: SourceSpec) -> tuple[MaskRule, ...]:
-    """The source's mask rules (the defaults when it lists none)."""
-    return tuple(MaskRule(m.name, m.regex, m.token) for m in spec.masks) or DEFAULT_MASKS
+    """The source's own mask rules, then (unless it turns them off) the default ones."""
+    own = tuple(MaskRule(m.name, m.regex, m.token) for m in spec.masks)
+    return own + (DEFAULT_MASKS if spec.default_masks else ())
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@
 * **Parsing accuracy (PA)**: the fraction of lines whose predicted template text equals the
   true template (whitespace runs collapsed on both sides).
 
-The run uses the same path as the nightly job: the source's format parses each line (Spark),
-its mask rules mask the message (Spark), Drain3 learns from the distinct masked messages with
-their counts, and every line takes the template that Drain3's read-only ``match`` gives.
+The run uses the same code as the nightly job (:mod:`logcrnn.mining`): the source's format
+parses each line, its mask rules mask the message, Drain3s mine the distinct masked messages in
+shards, one miner merges their templates, and every message takes the template that Drain3's
+read-only ``match`` gives.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import gzip
 import io
 import re
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -26,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
-from logcrnn.config import Config, SourceSpec, load_source
+from logcrnn.config import Config, load_source
 from logcrnn.errors import UsageError
 from logcrnn.ingest import parse_lines
-from logcrnn.templates import DEFAULT_MASKS, MaskRule, TemplateMiner, mask_column
+from logcrnn.masking import Masker, masks_for
+from logcrnn.mining import distinct_messages, learn_and_match, message_text, mine_shards, miner_for
 
 _WS = re.compile(r"\s+")
 
@@ -98,23 +99,20 @@ def read_truth(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def masks_for(spec: SourceSpec) -> tuple[MaskRule, ...]:
-    """The source's mask rules (the defaults when it lists none)."""
-    return tuple(MaskRule(m.name, m.regex, m.token) for m in spec.masks) or DEFAULT_MASKS
-
-
-def miner_for(spec: SourceSpec) -> TemplateMiner:
-    d = spec.drain
-    return TemplateMiner(
-        spec.name, d.sim_th, d.depth, d.max_children, d.extra_delimiters,
-        d.parametrize_numeric_tokens,
-    )  # fmt: skip
-
-
 def evaluate_file(
-    spark: SparkSession, cfg: Config, source: str, log_path: Path, truth_path: Path
+    spark: SparkSession,
+    cfg: Config,
+    source: str,
+    log_path: Path,
+    truth_path: Path,
+    shards: int | None = None,
 ) -> ParseEvalResult:
-    """Mask and mine one Loghub-style log; score it against its structured ground truth."""
+    """Mask and mine one Loghub-style log; score it against its structured ground truth.
+
+    The path is the nightly job's (:mod:`logcrnn.mining`): masks in Spark, distinct messages
+    mined in shards, the shard templates merged by one miner, every message matched on the
+    executors.
+    """
     spec = load_source(cfg, source)
     if not log_path.is_file():
         raise UsageError(f"log file not found: {log_path}")
@@ -127,18 +125,22 @@ def evaluate_file(
         [(log_path.name, i + 1, v) for i, v in enumerate(raw)],
         "file string, line_no long, value string",
     )
-    parsed = parse_lines(lines, spec, date(2000, 1, 1), cfg.ingest.max_parse_bytes)
-    masked = parsed.select(
-        "line_no",
-        mask_column(F.coalesce(F.col("content"), F.col("line")), masks_for(spec)).alias("m"),
-    ).collect()
-    per_line = [r.m for r in sorted(masked, key=lambda r: r.line_no)]
-    counts = Counter(per_line)
-    miner = miner_for(spec).fit(counts.items())
-    ids = {m: miner.match(m) or "unmatched" for m in counts}
+    parsed = parse_lines(lines, spec, date(2000, 1, 1), cfg.ingest.max_parse_bytes).cache()
+    masker = Masker(masks_for(spec))
+    distinct = distinct_messages(parsed, masker).cache()
+    shard_rows = mine_shards(distinct, spec, shards or 2 * spark.sparkContext.defaultParallelism)
+    miner = miner_for(spec).fit([])
+    mapping = learn_and_match(spark, distinct, miner, [(t, n) for t, n, _ in shard_rows])
+    ids = {r.masked: r.template_id for r in mapping.select("masked", "template_id").collect()}
+    texts = dict(miner.templates_)
+    texts.update({r.template_id: r.masked for r in mapping.where("unmatched").collect()})
+    per_line = parsed.select("line_no", masker.masked(message_text()).alias("m")).collect()
+    mapping.unpersist()
+    distinct.unpersist()
+    parsed.unpersist()
+    predicted_ids = [ids[r.m] for r in sorted(per_line, key=lambda r: r.line_no)]
     seconds = time.perf_counter() - started
-    predicted_ids = [ids[m] for m in per_line]
-    predicted_templates = [miner.templates_.get(i, "") for i in predicted_ids]
+    predicted_templates = [texts.get(i, "") for i in predicted_ids]
     return ParseEvalResult(
         source=source,
         lines=len(raw),

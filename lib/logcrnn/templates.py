@@ -1,11 +1,10 @@
-"""Template mining: masking in Spark, and a scikit-learn-style wrapper around Drain3.
+"""Template mining: a scikit-learn-style wrapper around Drain3, with stable template ids.
 
-Masking runs on the executors with Spark's own ``regexp_replace`` (per-source rules in
-``conf/sources``), so Drain3 only ever sees masked text, where variables are already ``<*>``.
-:class:`TemplateMiner` wraps ``drain3.TemplateMiner`` (never copies it): ``fit`` learns from
-messages (optionally with counts, e.g. the distinct masked messages of a night), the learned
-state lives in attributes ending in ``_``, and ``to_bytes``/``from_bytes`` carry Drain3's own
-serialised state plus our id mapping.
+Drain3 only ever sees masked text (see :mod:`logcrnn.masking`), where variables are already
+``<*>``.  :class:`TemplateMiner` wraps ``drain3.TemplateMiner`` (never copies it): ``fit``
+learns from messages (optionally with counts, e.g. the distinct masked messages of a night),
+the learned state lives in attributes ending in ``_``, and ``to_bytes``/``from_bytes`` carry
+Drain3's own serialised state plus our id mapping.
 
 Template ids are stable: ``template_id(source, template)`` is a hash of the source and the
 template text.  When Drain3 generalises a cluster (its template changes), the old id is kept
@@ -25,8 +24,6 @@ from typing import Any
 from drain3 import TemplateMiner as Drain3Miner
 from drain3.memory_buffer_persistence import MemoryBufferPersistence
 from drain3.template_miner_config import TemplateMinerConfig
-from pyspark.sql import Column
-from pyspark.sql import functions as F
 
 from logcrnn.errors import DataError
 
@@ -55,14 +52,6 @@ DEFAULT_MASKS: tuple[MaskRule, ...] = (
     MaskRule("hex", r"\b0[xX][0-9a-fA-F]+\b"),
     MaskRule("number", r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.])"),
 )
-
-
-def mask_column(text: Column, rules: Sequence[MaskRule]) -> Column:
-    """``text`` with every rule applied in order (Spark built-ins only)."""
-    out = text
-    for rule in rules:
-        out = F.regexp_replace(out, rule.regex, rule.token.replace("$", "\\$"))
-    return out
 
 
 def template_id(source: str, template: str) -> str:
