@@ -65,6 +65,12 @@ def test_real_sample_events_and_templates(
         assert tid == template_id("hdfs", row.template) == row.current_id
         assert row.first_seen.isoformat() == N1 == row.last_seen.isoformat()
     assert sum(r["count"] for r in templates.values()) == 2000
+    # exact figures for this sample and configuration (conf/sources/hdfs.yaml)
+    assert len(templates) == 16
+    by_text = {r.template: (tid, r["count"]) for tid, r in templates.items()}
+    assert by_text["PacketResponder <*> for block <*> terminating"] == ("278825b38551a97a", 311)
+    assert by_text["Receiving block <*> src: <*> dest: <*>"] == ("b770eb43ead889ff", 292)
+    assert by_text["Verification succeeded for <*>"] == ("73fec164821b85d4", 20)
     assert Counter(e.template_id for e in events) == {t: r["count"] for t, r in templates.items()}
     # the grouping agrees with Loghub's ground truth (the issue asks >= 0.99 on HDFS)
     truth = [r["EventId"] for r in read_truth(HDFS_2K_TRUTH)]

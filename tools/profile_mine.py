@@ -1,0 +1,80 @@
+"""Cost of the masking variants behind template mining (the table in docs/BENCHMARKS.md).
+
+    .venv/bin/python tools/profile_mine.py [DATA_DIR] [N_FILES]
+
+DATA_DIR defaults to the folder `logcrnn bench ingest --lines 10000000 --files 16` leaves
+under .bench/; its first N_FILES (default 4, i.e. 2.5M lines) are ingested into a scratch lake
+once, then each variant runs twice in one warm session over bronze and the faster run is
+printed.  The ``noop`` sink computes the column without writing it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+from logcrnn import ingest, mining
+from logcrnn.config import load_config, load_source
+from logcrnn.lake import Lake
+from logcrnn.masking import Masker, masks_for
+from logcrnn.spark import build_session
+
+
+def main() -> None:
+    data = Path(sys.argv[1] if len(sys.argv) > 1 else ".bench/data-hdfs-10000000-16-0")
+    n_files = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    files = sorted(str(p) for p in data.glob("part-*.log"))[:n_files]
+    if not files:
+        sys.exit(f"no part-*.log under {data}: run `logcrnn bench ingest` first")
+    cfg = load_config(None)
+    spark = build_session("profile_mine", cfg.spark)
+    spec = load_source(cfg, "hdfs")
+    rules = masks_for(spec)
+    scratch = Path(tempfile.mkdtemp(prefix="profile_mine_"))
+    try:
+        lake = Lake(spark, str(scratch / "lake"))
+        ingest.run(spark, cfg, "hdfs", files, "2008-11-09", lake=lake)
+        bronze = lake.read("bronze.raw_lines", "2008-11-09", "hdfs")
+        text = mining.message_text()
+
+        def best(name: str, make: Column) -> None:
+            times = []
+            for _ in range(2):
+                started = time.perf_counter()
+                bronze.select(make).write.format("noop").mode("overwrite").save()
+                times.append(time.perf_counter() - started)
+            print(f"{name:<60} {min(times):6.2f}s", flush=True)
+
+        best("read the message column", text)
+        sequential = text
+        for rule in rules:
+            sequential = F.regexp_replace(sequential, rule.regex, rule.token)
+        best(f"{len(rules)} mask rules, one regexp_replace each", sequential)
+        plain = Masker(rules, guard=False)
+        best("one alternation, one scan", plain.masked(text))
+        fast = Masker(rules)
+        best("one alternation behind the first-character look-ahead", fast.masked(text))
+        both = F.struct(fast.masked(text), fast.values(text))
+        best("  ... and the parameter values (second scan)", both)
+        started = time.perf_counter()
+        cached = bronze.select(fast.masked(text).alias("masked"), "line_no").persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
+        cached.count()
+        print(f"{'persist() of the masked lines (building the cache)':<60} "
+              f"{time.perf_counter() - started:6.2f}s")  # fmt: skip
+        cached.unpersist()
+    finally:
+        spark.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
