@@ -84,7 +84,7 @@ def _parse(
 
 def _utc(*args: int) -> int:
     """Microseconds since the epoch of a UTC wall-clock time."""
-    since = datetime(*args, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)  # type: ignore[misc]
+    since = datetime(*args, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)  # type: ignore[misc,arg-type]
     return since // timedelta(microseconds=1)
 
 

@@ -72,7 +72,10 @@ def test_line_numbers_across_splits_and_files(
     try:
         ingest.run(spark, cfg, "hdfs", [str(tmp_path / "*.log")], NIGHT, lake=lake)
     finally:
-        spark.conf.set("spark.sql.files.maxPartitionBytes", old)
+        if old is None:
+            spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        else:
+            spark.conf.set("spark.sql.files.maxPartitionBytes", old)
     got = {
         (Path(r.file).name, r.line_no): r.line
         for r in _bronze(lake).select("file", "line_no", "line").collect()

@@ -259,7 +259,7 @@ OUTPUT_DDL = (
     "kind string, key string, grid_start long, start_ts timestamp, end_ts timestamp, "
     "line_order boolean, length int, template_ids array<string>, sequence array<int>, "
     "counts array<int>, semantic array<double>, features array<double>, "
-    "features_std array<double>, line_label int"
+    "features_std array<double>, line_label int, file_label int"
 )
 
 
@@ -282,7 +282,8 @@ def _empty_lists(rows: int, typ: pa.DataType) -> pa.Array:
 def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatch:
     """Features of a batch of windows (Arrow in, Arrow out; see :data:`OUTPUT_DDL`).
 
-    ``batch``: ``kind, key, grid_start`` and ``events``, a list per window of structs
+    ``batch``: ``kind, key, grid_start``, optionally ``file_label`` (passed through), and
+    ``events``, a list per window of structs
     ``ts`` (int64 µs since the epoch, null if unknown), ``night`` (int32 days), ``seq``
     (int64: file rank << 40 | line number), ``tid`` (template id), ``lvl`` (int8: 2 error,
     1 warning, 0 other), ``np`` (int32 parameters), ``bad`` (bool, null if unlabelled), in any
@@ -421,6 +422,11 @@ def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatc
             _fixed_lists(feats, pa.float64()),
             features_std,
             pa.array(any_bad.astype(np.int32), mask=~any_known),
+            (
+                batch.column("file_label").cast(pa.int32())
+                if "file_label" in batch.schema.names
+                else pa.nulls(w, pa.int32())
+            ),
         ],
         names=OUTPUT_NAMES,
     )
@@ -448,6 +454,7 @@ def _empty_output() -> pa.RecordBatch:
         "features": pa.list_(pa.float64()),
         "features_std": pa.list_(pa.float64()),
         "line_label": pa.int32(),
+        "file_label": pa.int32(),
     }
     return pa.RecordBatch.from_pylist([], schema=pa.schema(list(types.items())))
 

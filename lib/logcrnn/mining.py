@@ -44,6 +44,7 @@ from logcrnn.errors import DataError
 from logcrnn.lake import Lake
 from logcrnn.masking import Masker, masks_for
 from logcrnn.templates import WILDCARD, TemplateMiner
+from logcrnn.timing import Phases
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ def mine_night(
     distinct = distinct_messages(bronze, masker).persist()
     mapping: DataFrame | None = None
     try:
-        phase = _Phases(source)
+        phase = Phases(source, log)
         totals = distinct.agg(F.sum("n").alias("lines"), F.count(F.lit(1)).alias("d")).first()
         lines = int(totals.lines or 0) if totals else 0
         n_distinct = int(totals.d) if totals else 0
@@ -429,19 +430,6 @@ def mine_night(
         distinct.unpersist()
         if mapping is not None:
             mapping.unpersist()
-
-
-class _Phases:
-    """Logs how long each phase of a job took."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.last = time.perf_counter()
-
-    def __call__(self, done: str) -> None:
-        now = time.perf_counter()
-        log.info("%s: %s in %.2fs", self.what, done, now - self.last)
-        self.last = now
 
 
 def write_all(

@@ -58,6 +58,7 @@ from logcrnn.features import (
     feature_names,
 )
 from logcrnn.lake import Lake
+from logcrnn.timing import Phases
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +81,50 @@ GROUP = ("kind", "key", "grid_start", "untimed")
 # events -> one row per (window, event)
 
 
-def file_ranks(events: DataFrame) -> DataFrame:
-    """``night, file, file_rank``: files in name order within a night (small, broadcast)."""
-    files = events.select("night", "file").distinct()
-    return files.withColumn(
-        "file_rank", F.row_number().over(Window.orderBy("night", "file")).cast("long")
+@dataclass(frozen=True)
+class FileIndex:
+    """One small aggregation over the events read: what the job needs to plan.
+
+    ``ranks``: every file name's rank in name order (the line order across files);
+    per night: ``events``, ``unkeyed`` (no session key), ``untimed`` (no timestamp).
+    """
+
+    ranks: dict[str, int]
+    events: dict[date, int]
+    unkeyed: dict[date, int]
+    untimed: dict[date, int]
+
+
+def file_index(events: DataFrame) -> FileIndex:
+    """Per (night, file) counts of ``events``: one row per input file reaches the driver."""
+    rows = (
+        events.groupBy("night", "file")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum((F.size("session_keys") == 0).cast("long")).alias("unkeyed"),
+            F.sum(F.col("ts").isNull().cast("long")).alias("untimed"),
+        )
+        .collect()
     )
+    names = sorted({r.file for r in rows})
+    per: dict[str, dict[date, int]] = {"events": {}, "unkeyed": {}, "untimed": {}}
+    for r in rows:
+        for what, value in (("events", r.n), ("unkeyed", r.unkeyed), ("untimed", r.untimed)):
+            per[what][r.night] = per[what].get(r.night, 0) + int(value or 0)
+    return FileIndex({f: i for i, f in enumerate(names)}, **per)
 
 
-def prepare_events(events: DataFrame, ranks: DataFrame, normal_label: str | None) -> DataFrame:
-    """Rows shaped like silver.events -> ``night, source, node, session_keys, ts_s, e``.
+#: Up to this many files, ranks are looked up in a literal map (a short linear scan per row);
+#: more take a broadcast join.
+LITERAL_FILES = 16
+
+
+def prepare_events(events: DataFrame, ranks: dict[str, int], normal_label: str | None) -> DataFrame:
+    """Rows shaped like silver.events -> ``night, source, node, session_keys, ts_us, e``.
 
     ``e`` is the compact struct the features are computed from (see
-    :func:`logcrnn.features.window_features`); ``ts_s`` is the timestamp in seconds.
+    :func:`logcrnn.features.window_features`); ``ts_us`` is the timestamp in microseconds.
+    ``ranks`` gives every file's rank (:class:`FileIndex`).
     """
     level = F.upper(F.trim(F.col("level")))
     lvl = (
@@ -104,15 +136,24 @@ def prepare_events(events: DataFrame, ranks: DataFrame, normal_label: str | None
         bad = F.when(F.col("label").isNull(), F.lit(None).cast("boolean")).otherwise(
             F.trim(F.col("label")) != F.lit(normal_label)
         )
+    if len(ranks) <= LITERAL_FILES:
+        lookup = F.create_map(*[F.lit(x) for kv in sorted(ranks.items()) for x in kv])
+        ranked = events.withColumn("file_rank", lookup[F.col("file")].cast("long"))
+    else:
+        table = events.sparkSession.createDataFrame(
+            sorted(ranks.items()), "file string, file_rank long"
+        )
+        ranked = events.join(F.broadcast(table), "file")
     seq = F.shiftleft(F.col("file_rank"), LINE_BITS) + F.col("line_no")
-    return events.join(F.broadcast(ranks), ["night", "file"]).select(
+    ts_us = F.unix_micros("ts")
+    return ranked.select(
         "night",
         "source",
         "node",
         "session_keys",
-        F.unix_micros("ts").alias("ts_us"),
+        ts_us.alias("ts_us"),
         F.struct(
-            F.unix_micros("ts").alias("ts"),
+            ts_us.alias("ts"),
             F.unix_date("night").alias("night"),
             seq.alias("seq"),
             F.col("template_id").alias("tid"),
@@ -189,11 +230,15 @@ def assign_windows(
     night_rows: DataFrame,
     neighbour_rows: DataFrame | None,
     spec: WindowsSpec,
+    unkeyed: bool = True,
+    untimed: bool = True,
 ) -> DataFrame:
     """Night D's rows (and its neighbours') -> ``kind, key, grid_start, untimed, e`` rows.
 
     ``neighbour_rows`` are the prepared events of the nights around D, already limited to
-    what can share a window with night D (see :func:`neighbour_filter`).
+    what can share a window with night D (see :func:`neighbour_filter`).  ``unkeyed`` /
+    ``untimed`` False say the rows hold no event without a session key / timestamp, which
+    spares a session source its fallback pass and a time source its line-order pass.
     """
     both = night_rows if neighbour_rows is None else night_rows.unionByName(neighbour_rows)
     parts: list[DataFrame] = []
@@ -201,13 +246,16 @@ def assign_windows(
         parts.append(session_windows(both))
         unkeyed_night = night_rows.where(F.size("session_keys") == 0)
         unkeyed_both = both.where(F.size("session_keys") == 0)
-        kind = spec.fallback
+        kind = spec.fallback if unkeyed else None
     else:
         unkeyed_night, unkeyed_both, kind = night_rows, both, spec.kind
     if kind == "time":
         parts.append(time_windows(unkeyed_both, spec.size_s, spec.step_s, spec.by))
-        parts.append(count_windows(unkeyed_night, spec.size, spec.step, spec.by, untimed_only=True))
-    else:
+        if untimed:
+            parts.append(
+                count_windows(unkeyed_night, spec.size, spec.step, spec.by, untimed_only=True)
+            )
+    elif kind == "count":
         parts.append(count_windows(unkeyed_night, spec.size, spec.step, spec.by))
     out = parts[0]
     for part in parts[1:]:
@@ -253,9 +301,31 @@ def _near(night_rows: DataFrame, rows: DataFrame, size_s: int) -> DataFrame:
     return rows.where(F.col("ts_us").between(F.lit(bounds.lo - margin), F.lit(bounds.hi + margin)))
 
 
-def group_windows(assigned: DataFrame) -> DataFrame:
-    """One row per window with its events' structs (unsorted: the feature step sorts)."""
-    return assigned.groupBy(*GROUP).agg(F.collect_list("e").alias("events"))
+def group_windows(assigned: DataFrame, labels: DataFrame | None = None) -> DataFrame:
+    """One row per window: its events' structs (unsorted: the feature step sorts them).
+
+    ``labels`` (``key, file_label``) ride in the same shuffle as rows without an event, so
+    session windows get their file label without a second join of the wide window rows;
+    groups that only hold a label (a key this night has no event of) are dropped.
+    """
+    if labels is None:
+        return assigned.groupBy(*GROUP).agg(
+            F.collect_list("e").alias("events"), F.lit(None).cast("int").alias("file_label")
+        )
+    no_event = F.lit(None).cast(assigned.schema["e"].dataType)
+    label_rows = labels.select(
+        F.lit("session").alias("kind"),
+        "key",
+        F.lit(0).cast("long").alias("grid_start"),
+        F.lit(False).alias("untimed"),
+        no_event.alias("e"),
+        F.col("file_label").cast("int").alias("file_label"),
+    )
+    rows = assigned.withColumn("file_label", F.lit(None).cast("int")).unionByName(label_rows)
+    grouped = rows.groupBy(*GROUP).agg(
+        F.collect_list("e").alias("events"), F.max("file_label").alias("file_label")
+    )
+    return grouped.where(F.size("events") > 0)
 
 
 def window_rows(grouped: DataFrame, ctx: FeatureContext) -> DataFrame:
@@ -329,12 +399,23 @@ def read_session_labels(
     bad_shape = (F.col("fields") != 2) | (F.col("key") == "")
     bad_value = ~F.coalesce(F.col("value").isin("normal", "anomaly"), F.lit(False))
     bad_key = ~F.col("key").rlike(f"^(?:{key_regex})$") if key_regex else F.lit(False)
-    checks = rows.agg(
+    per_key = rows.groupBy("key").agg(
         F.count(F.lit(1)).alias("n"),
+        F.countDistinct("value").alias("values"),
+        F.max((F.col("value") == "anomaly").cast("int")).alias("file_label"),
         F.sum(bad_shape.cast("int")).alias("shape"),
         F.sum((~bad_shape & bad_value).cast("int")).alias("value"),
-        F.sum((~bad_shape & ~bad_value & bad_key).cast("int")).alias("key"),
+        F.sum((~bad_shape & ~bad_value & bad_key).cast("int")).alias("bad_key"),
         F.sum((F.col("value") == "anomaly").cast("int")).alias("anomalies"),
+    )
+    checks = per_key.agg(
+        F.sum("n").alias("n"),
+        F.sum("shape").alias("shape"),
+        F.sum("value").alias("value"),
+        F.sum("bad_key").alias("key"),
+        F.sum("anomalies").alias("anomalies"),
+        F.sum(F.col("n") - 1).alias("dups"),
+        F.sum((F.col("values") > 1).cast("int")).alias("conflicts"),
     ).first()
     assert checks is not None
     if not checks.n:
@@ -351,26 +432,16 @@ def read_session_labels(
         fail("a label other than Normal/Anomaly", bad_value, checks.value)
     if checks.key:
         fail("an id that is not a session key", bad_key, checks.key)
-    per_key = rows.groupBy("key").agg(
-        F.count(F.lit(1)).alias("n"),
-        F.countDistinct("value").alias("values"),
-        F.max((F.col("value") == "anomaly").cast("int")).alias("file_label"),
-    )
-    dup = per_key.agg(
-        F.sum(F.col("n") - 1).alias("dups"),
-        F.sum((F.col("values") > 1).cast("int")).alias("conflicts"),
-    ).first()
-    assert dup is not None
-    if dup.conflicts:
+    if checks.conflicts:
         examples = per_key.where(F.col("values") > 1).select("key").limit(3).collect()
         raise DataError(
-            f"{path}: {dup.conflicts} ids labelled both Normal and Anomaly, e.g. "
+            f"{path}: {checks.conflicts} ids labelled both Normal and Anomaly, e.g. "
             + ", ".join(r.key for r in examples)
         )
-    if dup.dups:
-        log.warning("%s: %d duplicate label rows (same id, same label) ignored", path, dup.dups)
+    if checks.dups:
+        log.warning("%s: %d duplicate label rows (same id, same label) ignored", path, checks.dups)
     labels = per_key.select("key", "file_label")
-    report = LabelReport(str(path), int(checks.n), int(checks.anomalies), int(dup.dups or 0))
+    report = LabelReport(str(path), int(checks.n), int(checks.anomalies), int(checks.dups or 0))
     return labels, report
 
 
@@ -430,14 +501,22 @@ def build_windows(
     labels: str | Path | None = None,
     stats_night: date | str | None = None,
     use_stats: bool = True,
+    stats: FeatureStats | None = None,
 ) -> WindowsReport:
-    """Build night ``night``'s windows of ``source`` from silver.events into gold.windows."""
+    """Build night ``night``'s windows of ``source`` from silver.events into gold.windows.
+
+    The vocabulary-dependent columns use ``stats`` when given (``logcrnn evaluate`` fits
+    them on its training split), else the statistics of ``stats_night`` or the newest ones
+    in gold.feature_stats (unless ``use_stats`` is False).
+    """
     started = time.perf_counter()
     spec = load_source(cfg, source)
     night = date.fromisoformat(str(night))
+    phase = Phases(f"{source} {night}", log)
     if not lake.exists(EVENTS):
         raise DataError(f"{EVENTS} does not exist yet: run logcrnn mine first")
-    stats = load_stats(lake, source, stats_night) if use_stats else None
+    if stats is None and use_stats:
+        stats = load_stats(lake, source, stats_night)
     names = feature_names(cfg.features.scales)
     if stats is not None and stats.names != names:
         raise DataError(
@@ -450,28 +529,27 @@ def build_windows(
     events = lake.read(EVENTS, night, source)
     span = cfg.features.neighbour_nights if spec.windows.kind != "count" else 0
     others = [night + timedelta(days=d) for d in range(-span, span + 1) if d]
-    neighbour_events = [lake.read(EVENTS, n, source) for n in others]
-    present = [n for n, df in zip(others, neighbour_events, strict=True) if not df.isEmpty()]
-    neighbours = [df for n, df in zip(others, neighbour_events, strict=True) if n in present]
     every = events
-    for df in neighbours:
-        every = every.unionByName(df)
-    ranks = file_ranks(every)
+    for other in others:
+        every = every.unionByName(lake.read(EVENTS, other, source))
+    index = file_index(every)
+    if not index.events.get(night):
+        raise DataError(f"{EVENTS} has no events for source {source} on {night}: mine it first")
+    present = sorted(n for n in index.events if n != night)
+    phase(f"statistics, templates, file index ({len(present)} neighbour nights)")
     normal = spec.label.normal if spec.label else None
-    night_rows = prepare_events(events, ranks, normal)
+    night_rows = prepare_events(events, index.ranks, normal)
     neighbour_rows = None
-    if neighbours:
-        rows = neighbours[0]
-        for df in neighbours[1:]:
-            rows = rows.unionByName(df)
+    if present:
+        rows = lake.read(EVENTS, present[0], source)
+        for other in present[1:]:
+            rows = rows.unionByName(lake.read(EVENTS, other, source))
         neighbour_rows = neighbour_filter(
-            night_rows, prepare_events(rows, ranks, normal), spec.windows
+            night_rows, prepare_events(rows, index.ranks, normal), spec.windows
         )
+    unkeyed = any(index.unkeyed.get(n) for n in (night, *present))
+    untimed = bool(index.untimed.get(night))
 
-    built = window_rows(
-        group_windows(assign_windows(night_rows, neighbour_rows, spec.windows)), ctx
-    )
-    built = built.withColumn("night", F.lit(night)).withColumn("window_id", window_id(source))
     label_report = None
     file_labels = None
     if labels is not None:
@@ -479,7 +557,10 @@ def build_windows(
             raise UsageError(f"--labels needs session windows; {source} has {spec.windows.kind}")
         key_regex = "|".join(k.regex for k in spec.session_keys) or None
         file_labels, label_report = read_session_labels(spark, labels, key_regex)
-        built = built.join(file_labels, "key", "left")
+        phase("label file checked")
+    assigned = assign_windows(night_rows, neighbour_rows, spec.windows, unkeyed, untimed)
+    built = window_rows(group_windows(assigned, file_labels), ctx)
+    if labels is not None:
         is_session = F.col("kind") == "session"
         label = F.when(is_session, F.col("file_label")).otherwise(F.col("line_label"))
         label_source = F.when(is_session & F.col("file_label").isNotNull(), "file").when(
@@ -488,6 +569,7 @@ def build_windows(
     else:
         label = F.col("line_label")
         label_source = F.when(F.col("line_label").isNotNull(), "lines")
+    built = built.withColumn("night", F.lit(night)).withColumn("window_id", window_id(source))
     out = built.select(
         F.lit(night).alias("night"),
         F.lit(source).alias("source"),
@@ -498,7 +580,9 @@ def build_windows(
         F.lit(stats.night if stats else None).cast("date").alias("stats_night"),
     )  # fmt: skip
     version = lake.write(out, WINDOWS, night, source)
-    report = _report(lake, spec, night, events, present, label_report, file_labels)
+    phase("windows built and written")
+    report = _report(lake, spec, night, index, present, label_report)
+    phase("report")
     report.stats_night = str(stats.night) if stats else None
     report.version = version
     report.seconds = round(time.perf_counter() - started, 2)
@@ -510,44 +594,46 @@ def _report(
     lake: Lake,
     spec: SourceSpec,
     night: date,
-    events: DataFrame,
+    index: FileIndex,
     present: list[date],
     label_report: LabelReport | None,
-    file_labels: DataFrame | None,
 ) -> WindowsReport:
     written = lake.read(WINDOWS, night, spec.name)
-    by_kind = {
-        r.kind: int(r.n)
-        for r in written.groupBy("kind").agg(F.count(F.lit(1)).alias("n")).collect()
-    }
-    summary = written.agg(
-        F.sum(F.col("line_order").cast("int")).alias("line_order"),
-        F.count("label").alias("labelled"),
-        F.sum("label").alias("anomalous"),
-        F.sum(((F.col("kind") == "session") & F.col("label").isNull()).cast("int")).alias("unl"),
-    ).first()
-    counts = events.agg(
-        F.count(F.lit(1)).alias("n"), F.sum((F.size("session_keys") == 0).cast("int")).alias("u")
-    ).first()
-    assert summary is not None and counts is not None
+    per_kind = (
+        written.groupBy("kind")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum(F.col("line_order").cast("int")).alias("line_order"),
+            F.count("label").alias("labelled"),
+            F.sum("label").alias("anomalous"),
+            F.sum(F.col("label").isNull().cast("int")).alias("unlabelled"),
+            F.sum((F.col("label_source") == "file").cast("int")).alias("from_file"),
+        )
+        .collect()
+    )
+    by_kind = {r.kind: int(r.n) for r in per_kind}
+
+    def total(what: str, kind: str | None = None) -> int:
+        return sum(int(r[what] or 0) for r in per_kind if kind is None or r.kind == kind)
+
     not_in_night = None
-    if file_labels is not None:
-        session_keys = written.where(F.col("kind") == "session").select("key")
-        not_in_night = file_labels.join(session_keys, "key", "left_anti").count()
-    unlabelled = int(summary.unl or 0)
+    if label_report is not None:
+        distinct_keys = label_report.rows - label_report.duplicate_rows
+        not_in_night = distinct_keys - total("from_file")
+    unlabelled = total("unlabelled", "session")
     if label_report is not None and unlabelled:
         log.warning("%s %s: %d session windows have no label in %s", spec.name, night,
                     unlabelled, label_report.path)  # fmt: skip
     return WindowsReport(
         source=spec.name,
         night=str(night),
-        events=int(counts.n),
-        unkeyed_events=int(counts.u or 0) if spec.windows.kind == "session" else 0,
+        events=index.events.get(night, 0),
+        unkeyed_events=index.unkeyed.get(night, 0) if spec.windows.kind == "session" else 0,
         neighbour_nights=[str(n) for n in present],
         windows=by_kind,
-        line_order_windows=int(summary.line_order or 0),
-        labelled_windows=int(summary.labelled),
-        anomalous_windows=int(summary.anomalous or 0),
+        line_order_windows=total("line_order"),
+        labelled_windows=total("labelled"),
+        anomalous_windows=total("anomalous"),
         unlabelled_session_windows=unlabelled if label_report is not None else 0,
         label_file=asdict(label_report) if label_report else None,
         labels_not_in_night=not_in_night,

@@ -1,0 +1,189 @@
+"""Model inputs: the arrays every detector trains and scores on, and their batches.
+
+One :class:`WindowArrays` holds ``n`` windows of ``gold.windows`` as numpy arrays; the CRNN,
+the deep baselines and the classic ones all read from it, so every model of a comparison sees
+exactly the same windows.  Plain numpy and PyTorch only (no Spark, Horovod or Petastorm here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from logcrnn.errors import DataError
+
+#: Vocabulary index of padding and of a template unseen in the training period.
+PAD, UNKNOWN = 0, 1
+
+
+@dataclass(frozen=True)
+class WindowArrays:
+    """``n`` windows as arrays (row ``i`` of every field is window ``i``).
+
+    ``sequence``: (n, L) int64 vocabulary indices, padded with :data:`PAD`;
+    ``length``: (n,) int64 true number of events (may exceed L: the sequence is truncated);
+    ``counts``: (n, V) float32 events per vocabulary index (V = vocabulary + 2);
+    ``semantic``: (n, D) float32 mean template vector of the window (Eq. 1-2);
+    ``features``: (n, F) float32 standardised numeric features (the chosen ones, Eq. 3);
+    ``label``: (n,) int64 1 anomalous, 0 normal, -1 unknown;
+    ``start_us``: (n,) int64 window start, microseconds since the epoch (line order if none);
+    ``window_id``: (n,) object window ids.
+    """
+
+    sequence: np.ndarray
+    length: np.ndarray
+    counts: np.ndarray
+    semantic: np.ndarray
+    features: np.ndarray
+    label: np.ndarray
+    start_us: np.ndarray
+    window_id: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.label)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if len(value) != n:
+                raise DataError(f"window arrays: {f.name} has {len(value)} rows, label has {n}")
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.sequence.shape[1])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.counts.shape[1])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.features.shape[1])
+
+    def take(self, index: np.ndarray | Sequence[int]) -> WindowArrays:
+        """The windows at ``index`` (a boolean mask or positions), in that order."""
+        idx = np.asarray(index)
+        return WindowArrays(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    def check(self, what: str) -> None:
+        """Raise :class:`DataError` if any input is NaN or infinite."""
+        for name in ("counts", "semantic", "features"):
+            value = getattr(self, name)
+            if value.size and not np.isfinite(value).all():
+                bad = int((~np.isfinite(value)).any(axis=1).sum())
+                raise DataError(f"{what}: {bad} windows have NaN or infinite {name}")
+
+    def batch(self, index: np.ndarray | Sequence[int] | slice | None = None) -> dict[str, Any]:
+        """A batch dict of numpy arrays (keys: the field names except ``window_id``)."""
+        sel = slice(None) if index is None else index
+        return {f.name: getattr(self, f.name)[sel] for f in fields(self) if f.name != "window_id"}
+
+
+def from_records(
+    rows: Sequence[Mapping[str, Any]],
+    feature_index: Sequence[int],
+    vocab_size: int,
+    seq_len: int,
+) -> WindowArrays:
+    """``gold.windows`` rows (dicts or Rows) -> :class:`WindowArrays`.
+
+    ``feature_index`` picks the chosen features out of ``features_std``; ``vocab_size`` and
+    ``seq_len`` are the model's, so windows built with another vocabulary or sequence length
+    are a :class:`DataError` rather than silently misread.
+    """
+    n = len(rows)
+    sequence = np.zeros((n, seq_len), dtype=np.int64)
+    counts = np.zeros((n, vocab_size), dtype=np.float32)
+    pick = list(feature_index)
+    features = np.zeros((n, len(pick)), dtype=np.float32)
+    semantic: list[Any] = []
+    for i, r in enumerate(rows):
+        seq = r["sequence"] or []
+        if len(seq) != seq_len:
+            raise DataError(
+                f"window {r['window_id']}: sequence of length {len(seq)}, the model takes "
+                f"{seq_len}: were the windows built with another features.seq_len?"
+            )
+        cnt = r["counts"] or []
+        if len(cnt) != vocab_size:
+            raise DataError(
+                f"window {r['window_id']}: count vector of {len(cnt)} templates, the model's "
+                f"vocabulary has {vocab_size}: build the windows with the model's statistics"
+            )
+        sequence[i] = seq
+        counts[i] = cnt
+        std = r["features_std"] or []
+        if pick and len(std) <= max(pick):
+            raise DataError(f"window {r['window_id']}: {len(std)} standardised features")
+        features[i] = [std[j] for j in pick]
+        semantic.append(r["semantic"] or [])
+    dim = max((len(s) for s in semantic), default=0)
+    sem = np.zeros((n, dim), dtype=np.float32)
+    for i, s in enumerate(semantic):
+        if s:
+            sem[i] = s
+    label = np.array([-1 if r["label"] is None else int(r["label"]) for r in rows], dtype=np.int64)
+    start = np.array(
+        [
+            int(r["start_ts"].timestamp() * 1_000_000) if r["start_ts"] is not None else i
+            for i, r in enumerate(rows)
+        ],
+        dtype=np.int64,
+    )
+    return WindowArrays(
+        sequence=sequence,
+        length=np.array([int(r["length"]) for r in rows], dtype=np.int64),
+        counts=counts,
+        semantic=sem,
+        features=features,
+        label=label,
+        start_us=start,
+        window_id=np.array([r["window_id"] for r in rows], dtype=object),
+    )
+
+
+def iterate_batches(
+    data: WindowArrays,
+    batch_size: int,
+    seed: int,
+    balanced: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """One epoch of shuffled batches (seeded); ``balanced`` oversamples the anomalous class
+    to half of each epoch's draws (class-balanced sampling)."""
+    rng = np.random.default_rng(seed)
+    n = len(data)
+    if balanced:
+        pos = np.flatnonzero(data.label == 1)
+        neg = np.flatnonzero(data.label == 0)
+        if len(pos) and len(neg):
+            order = np.concatenate([neg, rng.choice(pos, size=len(neg), replace=True)])
+            rng.shuffle(order)
+        else:
+            order = rng.permutation(n)
+    else:
+        order = rng.permutation(n)
+    for lo in range(0, len(order), batch_size):
+        yield data.batch(order[lo : lo + batch_size])
+
+
+def template_table(
+    vocab: Mapping[str, int], texts: Mapping[str, str], vector: Callable[[str], Any]
+) -> np.ndarray:
+    """(V, D) float32 semantic vector per vocabulary index (rows 0 and 1 zero).
+
+    ``vocab``: template id -> index (2 and up); ``texts``: template id -> template text;
+    ``vector``: text -> (D,) vector, e.g. ``lambda t: stats.template_vector(t, size)``.
+    """
+    size = len(vocab) + 2
+    rows = {
+        idx: np.asarray(vector(texts.get(tid, "")), dtype=np.float32) for tid, idx in vocab.items()
+    }
+    dim = len(next(iter(rows.values()))) if rows else 0
+    table = np.zeros((size, dim), dtype=np.float32)
+    for idx, vec in rows.items():
+        table[idx] = vec
+    return table

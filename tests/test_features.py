@@ -1,0 +1,209 @@
+"""The numeric core of window features and the selection arithmetic, without Spark."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from logcrnn.features import (
+    FeatureContext,
+    FeatureStats,
+    build_context,
+    feature_names,
+    tokenize,
+    window_features,
+)
+from logcrnn.selection import _mi, combine
+
+EVENT = pa.struct(
+    [
+        ("ts", pa.int64()),
+        ("night", pa.int32()),
+        ("seq", pa.int64()),
+        ("tid", pa.string()),
+        ("lvl", pa.int8()),
+        ("np", pa.int32()),
+        ("bad", pa.bool_()),
+    ]
+)
+NIGHT = (date(2008, 11, 9) - date(1970, 1, 1)).days
+S = 1_000_000  # microseconds
+
+
+def _ev(ts: int | None, seq: int, tid: str, lvl: int = 0, nparams: int = 0,
+        bad: bool | None = None, night: int = NIGHT) -> dict[str, Any]:  # fmt: skip
+    return {"ts": None if ts is None else ts * S, "night": night, "seq": seq, "tid": tid,
+            "lvl": lvl, "np": nparams, "bad": bad}  # fmt: skip
+
+
+def _batch(windows: list[tuple[str, list[dict[str, Any]]]]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(["session"] * len(windows)),
+            pa.array([k for k, _ in windows]),
+            pa.array([0] * len(windows), pa.int64()),
+            pa.array([evs for _, evs in windows], pa.list_(EVENT)),
+        ],
+        names=["kind", "key", "grid_start", "events"],
+    )
+
+
+def _ctx(**kw: Any) -> FeatureContext:
+    base: dict[str, Any] = {
+        "seq_len": 4,
+        "scales": (2,),
+        "known_ids": ["a", "b", "c"],
+        "rarity": np.array([1.0, 2.0, 3.0, 9.0]),
+        "night": NIGHT,
+    }
+    base.update(kw)
+    return FeatureContext(**base)
+
+
+def _features(out: pa.RecordBatch, row: int) -> dict[str, float]:
+    names = feature_names((2,))
+    return dict(zip(names, out.column("features")[row].as_py(), strict=True))
+
+
+def test_events_are_sorted_and_every_feature_is_exact() -> None:
+    # given out of order: by time, ties by night then file/line (seq)
+    events = [
+        _ev(130, 7, "b", lvl=2, nparams=3),
+        _ev(100, 5, "a", nparams=1),
+        _ev(130, 3, "a", lvl=1),
+        _ev(110, 9, "c", nparams=2),
+        _ev(100, 6, "zzz"),  # a template the night does not know
+    ]
+    out = window_features(_batch([("blk_1", events)]), _ctx())
+    assert out.num_rows == 1
+    assert out.column("template_ids")[0].as_py() == ["a", "zzz", "c", "a"]  # seq_len 4
+    assert out.column("length")[0].as_py() == 5
+    f = _features(out, 0)
+    assert f["n_events"] == 5 and f["n_templates"] == 4 and f["template_ratio"] == 0.8
+    assert f["duration_s"] == 30 and f["events_per_s"] == 5 / 30
+    assert f["error_ratio"] == 0.2 and f["warn_ratio"] == 0.2
+    gaps = [0, 10, 20, 0]
+    assert f["gap_mean_s"] == pytest.approx(np.mean(gaps))
+    assert f["gap_std_s"] == pytest.approx(np.std(gaps))
+    assert f["gap_max_s"] == 20
+    assert f["params_mean"] == pytest.approx(6 / 5) and f["params_max"] == 3
+    # rarity by template: a=1, zzz=unknown 9, c=3, a=1, b=2
+    assert f["rarity_mean"] == pytest.approx(16 / 5) and f["rarity_max"] == 9
+    # chunks of 2 in order [a zzz] [c a] [b]: the short last chunk does not count
+    assert f["s2_max_templates"] == 2
+    assert f["s2_max_alert_ratio"] == 0.5  # [c a]: a at 130 s has WARN
+    assert f["s2_min_span_s"] == 0  # [a zzz] both at 100 s
+    assert out.column("start_ts")[0].as_py().timestamp() == 100
+    assert out.column("end_ts")[0].as_py().timestamp() == 130
+    assert not out.column("line_order")[0].as_py()
+    assert out.column("sequence")[0].as_py() == []  # no fitted statistics yet
+    assert out.column("line_label")[0].as_py() is None  # no line carries a label
+
+
+def test_a_window_missing_a_timestamp_is_in_line_order_and_marked() -> None:
+    events = [_ev(300, 2, "b"), _ev(None, 1, "a"), _ev(100, 3, "c", night=NIGHT + 1)]
+    out = window_features(_batch([("blk_1", events)]), _ctx())
+    assert out.column("line_order")[0].as_py()
+    assert out.column("template_ids")[0].as_py() == ["a", "b", "c"]  # night, then line
+    assert out.column("start_ts")[0].as_py() is None
+    f = _features(out, 0)
+    assert f["duration_s"] == 0 and f["gap_max_s"] == 0 and f["s2_min_span_s"] == 0
+
+
+def test_windows_starting_in_another_night_are_dropped() -> None:
+    before = [_ev(10, 1, "a", night=NIGHT - 1), _ev(20, 2, "b")]
+    inside = [_ev(20, 2, "b"), _ev(30, 1, "a", night=NIGHT + 1)]
+    out = window_features(_batch([("early", before), ("mine", inside)]), _ctx())
+    assert out.column("key").to_pylist() == ["mine"]
+    assert out.column("length").to_pylist() == [2]
+
+
+def test_line_labels_any_bad_line_makes_the_window_anomalous() -> None:
+    batch = _batch(
+        [
+            ("w1", [_ev(1, 1, "a", bad=False), _ev(2, 2, "b", bad=True)]),
+            ("w2", [_ev(1, 3, "a", bad=False), _ev(2, 4, "a", bad=None)]),
+            ("w3", [_ev(1, 5, "a")]),
+        ]
+    )
+    out = window_features(batch, _ctx())
+    assert out.column("line_label").to_pylist() == [1, 0, None]
+
+
+def test_fitted_statistics_give_sequence_counts_semantics_and_z_scores() -> None:
+    names = feature_names((2,))
+    stats = FeatureStats(
+        night=date(2008, 11, 9),
+        train_from=date(2008, 11, 9),
+        train_to=date(2008, 11, 9),
+        names=names,
+        mean=np.arange(len(names), dtype=float),
+        std=np.full(len(names), 2.0),
+        vocab={"a": 2, "c": 3},
+        vocab_counts={"a": 10, "c": 1},
+        tokens={"packet": (np.array([1.0, 0.0]), 1.0), "block": (np.array([0.0, 1.0]), 3.0)},
+    )
+    templates = [
+        SimpleNamespace(template_id="a", current_id="a", template="packet <*>", total_count=3),
+        SimpleNamespace(template_id="b", current_id="b", template="block <*>", total_count=1),
+        SimpleNamespace(template_id="c", current_id="c", template="Packet block", total_count=0),
+        # a template Drain3 generalised into "a" later: it resolves to a
+        SimpleNamespace(template_id="old", current_id="a", template="packet 1", total_count=2),
+    ]
+    ctx = build_context(templates, 3, (2,), date(2008, 11, 9), stats)
+    events = [_ev(1, 1, "a"), _ev(2, 2, "b"), _ev(3, 3, "c"), _ev(4, 4, "old")]
+    out = window_features(_batch([("w", events)]), ctx)
+    assert out.column("sequence")[0].as_py() == [2, 1, 3]  # b is not in the vocabulary
+    assert out.column("counts")[0].as_py() == [0, 1, 2, 1]  # pad, unknown, a, c
+    # template vectors (Eq. 2): a=[1,0], b=[0,1], c=(1*[1,0]+3*[0,1])/4, old=a
+    expected = (np.array([1, 0]) + np.array([0, 1]) + np.array([0.25, 0.75]) + [1, 0]) / 4
+    assert out.column("semantic")[0].as_py() == pytest.approx(expected.tolist())
+    raw = np.array(out.column("features")[0].as_py())
+    std = np.array(out.column("features_std")[0].as_py())
+    assert std == pytest.approx((raw - stats.mean) / 2.0)
+    # rarity: -log((count + 1) / (sum of live counts + live templates + 1))
+    total = 3 + 1 + 0 + 3 + 1
+    assert ctx.rarity[:3] == pytest.approx([-math.log(4 / total), -math.log(2 / total),
+                                            -math.log(1 / total)])  # fmt: skip
+    assert ctx.known_ids[3] == "old" and ctx.rarity[3] == ctx.rarity[0]
+    # statistics survive their table rows
+    cols = ["kind", "name", "idx", "mean", "std", "count", "idf", "vector", "train_from",
+            "train_to"]  # fmt: skip
+    back = FeatureStats.from_rows(
+        stats.night, [_Row(zip(cols, r, strict=True)) for r in stats.to_rows()]
+    )
+    assert back.names == names and back.vocab == stats.vocab
+    assert back.mean == pytest.approx(stats.mean) and back.tokens.keys() == stats.tokens.keys()
+
+
+class _Row(dict):  # type: ignore[type-arg]
+    """A dict that also reads as attributes, like a Spark Row."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self[name]
+
+
+def test_tokenize_splits_camel_case_and_drops_wildcards() -> None:
+    assert tokenize("BLOCK* NameSystem.addStoredBlock: blockMap updated: <*> is added to <*>") == [
+        "block", "name", "system", "add", "stored", "block", "block", "map", "updated", "is",
+        "added", "to",
+    ]  # fmt: skip
+
+
+def test_mutual_information_and_rank_combination() -> None:
+    # a feature whose bin decides the label: MI = H(Y) = log 2 for balanced classes
+    assert _mi({(0, 0): 50, (1, 1): 50}) == pytest.approx(math.log(2))
+    assert _mi({(0, 0): 25, (0, 1): 25, (1, 0): 25, (1, 1): 25}) == pytest.approx(0.0)
+    rows = combine(["x", "y", "z"], mi=[0.1, 0.3, 0.2], rf=[0.5, 0.1, 0.4], top_k=2)
+    by = {r["feature"]: r for r in rows}
+    assert [by[f]["mi_rank"] for f in "xyz"] == [3, 1, 2]
+    assert [by[f]["rf_rank"] for f in "xyz"] == [1, 3, 2]
+    assert [by[f]["score"] for f in "xyz"] == pytest.approx([2.2, 1.8, 2.0])
+    assert [by[f]["rank"] for f in "xyz"] == [3, 1, 2]
+    assert [by[f]["chosen"] for f in "xyz"] == [False, True, True]
