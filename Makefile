@@ -3,6 +3,7 @@
 #   make test    set up if needed, then run the tests
 #   make demo    set up if needed, then run the pipeline on the bundled sample
 #   make lint    ruff + mypy
+#   make .venv-airflow  a separate venv with Airflow 2.10 for the DAGs in conf/airflow (~1 min)
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -15,7 +16,7 @@ HOROVOD_ENV := HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 
 	HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
 	HOROVOD_CMAKE=$(CURDIR)/tools/horovod-cmake MAKEFLAGS=-j2
 
-.PHONY: setup check-java test test-fast lint demo bench-ingest clean
+.PHONY: setup check-java test test-fast lint demo bench-ingest clean .venv-airflow
 
 setup: $(STAMP)
 
@@ -40,7 +41,23 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py tools/horovod-cmake | c
 	$(BIN)/python -c "import horovod.torch, petastorm, deltalake, drain3, pyspark, torch"
 	touch $(STAMP)
 
-test: setup
+# Airflow has its own venv: its pins clash with the main stack's (pandas 2.1, numpy 1.26,
+# pyarrow 14).  The constraints file is its pip freeze (the GitHub constraints are unreachable).
+AIRFLOW_VENV  := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+AIRFLOW_PINS  := conf/airflow/constraints-3.11.txt
+
+.venv-airflow: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): $(AIRFLOW_PINS)
+	$(PYTHON) -m venv --clear $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip wheel
+	$(AIRFLOW_VENV)/bin/pip install --quiet -c $(AIRFLOW_PINS) apache-airflow==2.10.5 \
+		apache-airflow-providers-apache-spark==5.3.4 pyspark==3.5.7
+	$(AIRFLOW_VENV)/bin/python -c "import airflow.providers.apache.spark.operators.spark_submit"
+	touch $(AIRFLOW_STAMP)
+
+test: setup .venv-airflow
 	$(BIN)/pytest -q
 
 lint: setup

@@ -121,6 +121,9 @@ def test_session_windows_hold_every_line_of_their_block_in_time_order(hdfs_2k: A
         assert int(w.start_ts.replace(tzinfo=UTC).timestamp()) == events[0][0]
         assert int(w.end_ts.replace(tzinfo=UTC).timestamp()) == events[-1][0]
         assert w.label is None and w.sequence == [] and w.stats_night is None
+        # where an analyst finds the first and last event
+        assert w.first_file.endswith("hdfs-2008-11-09.log") and w.last_file == w.first_file
+        assert (w.first_line, w.last_line) == (events[0][1], events[-1][1])
     # the longest session's numeric features, from the raw lines
     block = max(expected, key=lambda b: (len(expected[b]), b))
     events = sorted(expected[block])

@@ -344,3 +344,132 @@ def format_windows(result: dict[str, Any]) -> str:
             f"{result['first_pass_seconds_no_stats']}s)",
         ]
     )
+
+
+def bench_train(
+    cfg: Config,
+    source: str,
+    sample: Path,
+    labels: Path | None,
+    lines: int,
+    files: int,
+    workdir: Path,
+    seed: int = 0,
+    epochs: int = 3,
+    nps: tuple[int, ...] = (1, 2),
+    engine: str = "horovod",
+) -> dict[str, Any]:
+    """CRNN training throughput at each of ``nps`` workers, on the same windows, same run.
+
+    ``synth`` replays the sample (with its label file) to ``lines`` lines (0: the sample as
+    it is); ingest, mining, windows, select-features and windows again build one night of
+    ``gold.windows`` (kept in ``workdir`` for the next run).  Then ``logcrnn train`` runs
+    ``epochs`` epochs (no early stop) once with the in-process ``local`` engine on one thread
+    (no distribution: the baseline) and once per worker count with ``engine``, whose workers
+    share the machine's cores (``train.threads`` 0).  Throughput is
+    fit_torch's: training windows of all workers per second of the epochs' wall time; the
+    end-to-end seconds (workers' launch, Petastorm reads, calibration, artifact) are
+    reported next to it.
+    """
+    import dataclasses
+
+    from logcrnn import ingest, mining, selection, windows
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+    from logcrnn.train import job
+
+    night = "2008-11-09"
+    lake_root = workdir / f"lake-train-{source}-{lines}-{seed}"
+    marker = lake_root / "_READY"
+    settings = dataclasses.replace(cfg.train, epochs=epochs, patience=epochs, threads=0)
+    conf = dataclasses.replace(cfg, train=settings)
+    # the baseline: one process, one thread (what one core does without any distribution)
+    one_core = dataclasses.replace(cfg, train=dataclasses.replace(settings, threads=1))
+    runs: list[dict[str, Any]] = []
+    with spark_session("bench_train", cfg.spark) as spark:
+        cores = spark.sparkContext.defaultParallelism
+        lake = Lake(spark, str(lake_root), cfg.lake.backend)
+        if not marker.is_file():
+            shutil.rmtree(lake_root, ignore_errors=True)
+            inputs, label_file = [str(sample)], labels
+            if lines > 0:
+                folder = workdir / f"data-{source}-{lines}-{files}-{seed}-labelled"
+                if not (folder / "_DONE").is_file():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    synth(load_source(cfg, source), sample, lines, folder, files=files,
+                          seed=seed, labels_path=labels)  # fmt: skip
+                    (folder / "_DONE").write_text(json.dumps({"sample": str(sample)}))
+                inputs = sorted(str(p) for p in folder.glob("part-*.log"))
+                label_file = folder / "anomaly_label.csv" if labels is not None else None
+            started = time.perf_counter()
+            ingest.run(spark, cfg, source, inputs, night, lake=lake)
+            mining.mine_night(spark, cfg, lake, source, night)
+            windows.build_windows(spark, cfg, lake, source, night, labels=label_file)
+            selection.select_features(spark, cfg, lake, source, night, night)
+            windows.build_windows(spark, cfg, lake, source, night, labels=label_file)
+            marker.write_text(json.dumps({"seconds": time.perf_counter() - started}))
+            log.info("windows built in %.0fs", time.perf_counter() - started)
+        plan = [("local", 1)] + [(engine, n) for n in nps]
+        for run_engine, n in plan:
+            out = workdir / f"models-{run_engine}-{n}"
+            shutil.rmtree(out, ignore_errors=True)
+            report = job.train(spark, one_core if run_engine == "local" else conf, lake,
+                               source, night, night, np=n, engine=run_engine,
+                               out=out)  # fmt: skip
+            shutil.rmtree(out, ignore_errors=True)
+            runs.append(
+                {
+                    "engine": run_engine,
+                    "np": n,
+                    "threads_per_worker": report.ranks[0]["threads"],
+                    "windows_per_s": report.windows_per_s,
+                    "workers_seconds": report.train_seconds,
+                    "seconds": report.seconds,
+                    "epochs": report.epochs_run,
+                    "valid_f1": report.valid_f1,
+                }
+            )
+            log.info("%s np=%d: %.0f windows/s", run_engine, n, report.windows_per_s)
+    base = next(r for r in runs if r["engine"] == engine and r["np"] == min(nps))
+    single = runs[0]
+    return {
+        "benchmark": "train",
+        "source": source,
+        "lines": lines,
+        "windows": report.windows,
+        "train_windows": report.train_windows,
+        "valid_windows": report.valid_windows,
+        "cores": cores,
+        "epochs": epochs,
+        "batch_size": settings.batch_size,
+        "runs": runs,
+        "speedup": {
+            f"np{r['np']}": round(r["windows_per_s"] / base["windows_per_s"], 3)
+            for r in runs
+            if r["engine"] == engine
+        },
+        "speedup_vs_one_core": {
+            f"np{r['np']}": round(r["windows_per_s"] / single["windows_per_s"], 3)
+            for r in runs
+            if r["engine"] == engine
+        },
+    }
+
+
+def format_train(result: dict[str, Any]) -> str:
+    out = [
+        f"train benchmark: {result['train_windows']:,} training windows ({result['source']}, "
+        f"{result['lines'] or 'sample'} lines), {result['cores']} cores, {result['epochs']} "
+        f"epochs, batch {result['batch_size']} per worker",
+    ]
+    for r in result["runs"]:
+        out.append(
+            f"  {r['engine']:<17} np={r['np']} x {r['threads_per_worker']} threads: "
+            f"{r['windows_per_s']:>8,.0f} windows/s   workers {r['workers_seconds']:.1f}s, "
+            f"end to end {r['seconds']:.1f}s"
+        )
+    speed = ", ".join(f"{k} {v:.2f}x" for k, v in result["speedup"].items())
+    core = ", ".join(f"{k} {v:.2f}x" for k, v in result["speedup_vs_one_core"].items())
+    engine, smallest = result["runs"][1]["engine"], min(r["np"] for r in result["runs"][1:])
+    out.append(f"  {engine} speed-up over np={smallest}: {speed}; over one local thread: {core}")
+    return "\n".join(out)

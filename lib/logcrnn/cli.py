@@ -12,7 +12,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ log = logging.getLogger("logcrnn")
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO / "data" / "sample"
+#: ``logcrnn evaluate``'s default models (logcrnn.evaluate.ALL_MODELS, not imported here:
+#: it pulls in Spark).
+EVAL_MODELS = "crnn,cnn,lstm,pca,iforest,ae,lr,rf,profile"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="train_from", required=True, help="first training night")
     p.add_argument("--to", dest="train_to", required=True, help="last training night")
 
+    p = sub.add_parser("train", help="train the CRNN on gold.windows of a period -> model")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
+    p.add_argument("--from", dest="train_from", required=True, help="first training night")
+    p.add_argument("--to", dest="train_to", required=True, help="last training night")
+    p.add_argument("--np", type=int, default=None, help="workers (default train.np)")
+    p.add_argument(
+        "--engine",
+        choices=("horovod", "local", "torch_distributor"),
+        default=None,
+        help="distributed engine (default train.engine)",
+    )
+    p.add_argument("--out", default=None, help="models folder (default models_dir/SOURCE)")
+
     p = sub.add_parser("sql", help="Spark SQL over the lake's tables by name")
     _common(p)
     p.add_argument("query")
@@ -112,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print their figures")
     _common(p)
     _json_flag(p)
-    p.add_argument("what", choices=("ingest", "mine", "windows"))
-    p.add_argument("--lines", type=int, default=10_000_000)
+    p.add_argument("what", choices=("ingest", "mine", "windows", "train"))
+    p.add_argument(
+        "--lines", type=int, default=None, help="default 10M; train: 200k (0: the sample)"
+    )
     p.add_argument("--source", default="hdfs")
     p.add_argument("--from", dest="sample", default=None, help="sample to replay")
     p.add_argument("--files", type=int, default=8, help="input files the lines are split into")
@@ -126,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--labels", default=None, help="windows: the sample's label file (default: bundled)"
     )
+    p.add_argument("--epochs", type=int, default=3, help="train: epochs per run")
+    p.add_argument("--np", default="1,2", help="train: worker counts to compare")
+    p.add_argument("--engine", default="horovod", help="train: the distributed engine")
 
     p = sub.add_parser("parse-eval", help="template-mining accuracy (GA, PA) and speed")
     _common(p)
@@ -134,6 +158,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", help="a Loghub-style log file (plain or .gz)")
     p.add_argument("--truth", help="its *_structured.csv ground truth")
     p.add_argument("--all", dest="all_dir", help="a Loghub 2k folder: every system in it")
+
+    p = sub.add_parser(
+        "evaluate", help="the CRNN against its baselines on a labelled log (scratch lake)"
+    )
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
+    p.add_argument("--log", required=True, help="the labelled log (plain or .gz)")
+    p.add_argument("--labels", default=None, help="session labels (BlockId,Label csv)")
+    p.add_argument("--protocol", choices=("chrono", "random"), default="chrono")
+    p.add_argument(
+        "--window", default=None, help="session, sliding:SIZE:STEP or time:SIZE_S:STEP_S"
+    )
+    p.add_argument("--models", default=EVAL_MODELS, help="comma-separated (default: all)")
+    p.add_argument("--noise", type=float, default=0.0, help="noise rate in the test logs")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default=None, help="folder for the report, curves, matrices")
+    p.add_argument("--workdir", default=None, help="keep the scratch lake here")
+
+    p = sub.add_parser("score", help="gold.windows of a night -> gold.anomalies")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
+    p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
+    p.add_argument("--model", default=None, help="a model artifact (default: the current)")
+
+    p = sub.add_parser("nightly", help="every nightly stage in order: ingest, mine, windows, score")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", required=True, nargs="+", help="one or more sources")
+    p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
+    p.add_argument(
+        "--input",
+        default=None,
+        help="raw files of the night: a glob with {source} and {date}, e.g. "
+        "'/logs/{source}/{date}/*.gz' (default: lake.raw_root/{source}/{date})",
+    )
+    p.add_argument("--labels", default=None, help="session labels, if known")
 
     p = sub.add_parser("demo", help="the pipeline on the bundled sample, local Spark")
     _common(p)
@@ -150,6 +212,19 @@ def _config(args: argparse.Namespace) -> Any:
     from logcrnn.config import load_config
 
     return load_config(args.conf, overrides=args.set, lake=args.lake)
+
+
+@contextmanager
+def _source_lake(args: argparse.Namespace, app: str) -> Iterator[tuple[Any, Any, Any]]:
+    """(config, spark, lake) for a per-source job; an unknown source fails before Spark starts."""
+    from logcrnn.config import load_source
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    load_source(cfg, args.source)
+    with spark_session(app, cfg.spark) as spark:
+        yield cfg, spark, Lake.from_settings(spark, cfg.lake)
 
 
 def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,14 +248,8 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_mine(args: argparse.Namespace) -> dict[str, Any]:
     from logcrnn import mining
-    from logcrnn.config import load_source
-    from logcrnn.lake import Lake
-    from logcrnn.spark import spark_session
 
-    cfg = _config(args)
-    load_source(cfg, args.source)
-    with spark_session("mine_templates", cfg.spark) as spark:
-        lake = Lake.from_settings(spark, cfg.lake)
+    with _source_lake(args, "mine_templates") as (cfg, spark, lake):
         report = mining.mine_night(spark, cfg, lake, args.source, args.date, args.shards)
     if not args.json:
         print(
@@ -195,16 +264,10 @@ def cmd_mine(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_windows(args: argparse.Namespace) -> dict[str, Any]:
     from logcrnn import windows
-    from logcrnn.config import load_source
-    from logcrnn.lake import Lake
-    from logcrnn.spark import spark_session
 
-    cfg = _config(args)
-    load_source(cfg, args.source)
     if args.labels and not Path(args.labels).is_file():
         raise UsageError(f"label file not found: {args.labels}")
-    with spark_session("build_windows", cfg.spark) as spark:
-        lake = Lake.from_settings(spark, cfg.lake)
+    with _source_lake(args, "build_windows") as (cfg, spark, lake):
         report = windows.build_windows(
             spark, cfg, lake, args.source, args.date, labels=args.labels,
             stats_night=args.stats, use_stats=not args.no_stats,
@@ -223,14 +286,8 @@ def cmd_windows(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_select(args: argparse.Namespace) -> dict[str, Any]:
     from logcrnn import selection
-    from logcrnn.config import load_source
-    from logcrnn.lake import Lake
-    from logcrnn.spark import spark_session
 
-    cfg = _config(args)
-    load_source(cfg, args.source)
-    with spark_session("select_features", cfg.spark) as spark:
-        lake = Lake.from_settings(spark, cfg.lake)
+    with _source_lake(args, "select_features") as (cfg, spark, lake):
         report = selection.select_features(
             spark, cfg, lake, args.source, args.train_from, args.train_to
         )
@@ -240,6 +297,26 @@ def cmd_select(args: argparse.Namespace) -> dict[str, Any]:
             f"({report.labelled_windows} labelled, {report.anomalous_windows} anomalous), "
             f"vocabulary {report.vocabulary}, {report.tokens} tokens; chosen: "
             f"{', '.join(report.chosen) or 'none (needs both classes)'}"
+        )
+    return report.as_dict()
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn.train import job
+
+    with _source_lake(args, "train_model") as (cfg, spark, lake):
+        report = job.train(
+            spark, cfg, lake, args.source, args.train_from, args.train_to,
+            np=args.np, engine=args.engine, out=args.out,
+        )  # fmt: skip
+    if not args.json:
+        print(
+            f"{report.source} {report.train_from}..{report.train_to}: {report.train_windows} "
+            f"training + {report.valid_windows} validation windows, {report.np} "
+            f"{report.engine} worker(s), {report.epochs_run} epochs (best {report.best_epoch}), "
+            f"{report.windows_per_s:,.0f} windows/s; validation F1 {report.valid_f1:.3f} at "
+            f"threshold {report.threshold:.3f}; {report.seconds:.1f}s -> model {report.version}"
+            f" ({report.path})"
         )
     return report.as_dict()
 
@@ -306,6 +383,28 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = _config(args)
     sample = Path(args.sample) if args.sample else SAMPLE_DIR / "hdfs" / "HDFS_20000.log.gz"
+    if args.lines is None:
+        args.lines = 200_000 if args.what == "train" else 10_000_000
+    if args.what == "train":
+        labels = Path(args.labels) if args.labels else None
+        if labels is None and not args.sample:
+            labels = SAMPLE_DIR / "hdfs" / "HDFS_20000.anomaly_label.csv"
+        result = bench.bench_train(
+            cfg,
+            source=args.source,
+            sample=sample,
+            labels=labels,
+            lines=args.lines,
+            files=args.files,
+            workdir=Path(args.workdir),
+            seed=args.seed,
+            epochs=args.epochs,
+            nps=tuple(int(n) for n in args.np.split(",") if n.strip()),
+            engine=args.engine,
+        )
+        if not args.json:
+            print(bench.format_train(result))
+        return result
     if args.what == "windows":
         labels = Path(args.labels) if args.labels else None
         if labels is None and not args.sample:
@@ -384,6 +483,65 @@ def cmd_parse_eval(args: argparse.Namespace) -> dict[str, Any]:
     return {"systems": results, "mean_ga": round(mean_ga, 4), "mean_pa": round(mean_pa, 4)}
 
 
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import evaluate
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    spec = evaluate.EvalSpec(
+        source=args.source,
+        log=Path(args.log),
+        labels=Path(args.labels) if args.labels else None,
+        protocol=args.protocol,
+        window=args.window,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        noise=args.noise,
+        seed=args.seed,
+        out=Path(args.out) if args.out else None,
+        work=Path(args.workdir) if args.workdir else None,
+    )
+    with spark_session("evaluate", cfg.spark) as spark:
+        report = evaluate.run(spark, cfg, spec)
+    if not args.json:
+        print(
+            f"{report.source} {report.protocol} ({report.window}"
+            f"{f', noise {report.noise}' if report.noise else ''}): {report.lines} lines, "
+            f"{report.windows} windows; train {report.train}, valid {report.valid}, test "
+            f"{report.test} ({report.test_anomalies} anomalous); {report.seconds:.0f}s"
+        )
+        print(report.table())
+        if args.out:
+            print(f"report: {Path(args.out) / 'report.md'}")
+    return report.as_dict()
+
+
+def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import score
+
+    with _source_lake(args, "score_windows") as (cfg, spark, lake):
+        report = score.score_night(spark, cfg, lake, args.source, args.date, args.model)
+    if not args.json:
+        print(
+            f"{report.source} {report.night}: {report.windows} windows scored, "
+            f"{report.anomalies} anomalous (threshold {report.threshold:.3f}, model "
+            f"{report.model_version}), {report.seconds:.1f}s -> gold.anomalies v{report.version}"
+        )
+    return report.as_dict()
+
+
+def cmd_nightly(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import nightly
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    with spark_session("nightly", cfg.spark) as spark:
+        result = nightly.run(spark, cfg, args.source, args.date, args.input, args.labels)
+    if not args.json:
+        for line in nightly.summary(result):
+            print(line)
+    return result
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from logcrnn import demo
 
@@ -400,11 +558,15 @@ COMMANDS = {
     "windows": cmd_windows,
     "select-features": cmd_select,
     "select": cmd_select,
+    "train": cmd_train,
     "sql": cmd_sql,
     "history": cmd_history,
     "synth": cmd_synth,
     "bench": cmd_bench,
     "parse-eval": cmd_parse_eval,
+    "evaluate": cmd_evaluate,
+    "score": cmd_score,
+    "nightly": cmd_nightly,
     "demo": cmd_demo,
 }
 

@@ -50,11 +50,13 @@ class LakeSettings:
     """Where tables live and how they are committed.
 
     ``backend``: ``auto`` (native Delta when the Delta extension is loaded, else delta-rs),
-    ``delta-spark`` or ``delta-rs``.
+    ``delta-spark`` or ``delta-rs``.  ``raw_root``: where ``logcrnn nightly`` finds a night's
+    raw files (``<raw_root>/<source>/<date>/``).
     """
 
     root: str = "lake"
     backend: str = "auto"
+    raw_root: str = "raw"
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,71 @@ class FeatureSettings:
 
 
 @dataclass(frozen=True)
+class CRNNSettings:
+    """The CRNN's sizes and loss weights (see :class:`logcrnn.model.crnn.CRNNConfig`; the
+    vocabulary, sequence length, feature count and semantic size come from the data)."""
+
+    embed_dim: int = 32
+    channels: int = 32
+    kernels: Sequence[int] = (2, 3, 5)
+    hidden: int = 64
+    layers: int = 2
+    dropout: float = 0.1
+    lambda_tc: float = 0.01
+    lambda_reg: float = 1e-5
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """``logcrnn train``: the distributed engine, the training loop and where models go.
+
+    ``engine``: ``horovod`` (``horovod.spark.run``, one Spark task per worker), ``local``
+    (one in-process worker) or ``torch_distributor`` (``pyspark.ml.torch``'s
+    TorchDistributor, local mode); ``np``: workers; ``threads``: torch threads per worker
+    (0: the machine's cores / workers on it).  ``epochs``, ``batch_size`` (per worker),
+    ``lr`` (one worker's; scaled by the workers), ``weight_decay``, ``patience`` (epochs
+    without a lower validation loss) and ``seed`` drive the loop.  ``valid_share`` of the
+    labelled training windows, at most ``valid_max``, chosen by a hash of the window id,
+    form the validation slice (early stopping, threshold); ``min_valid`` is the fewest a run
+    accepts.  ``models_dir``: where artifacts go (empty: ``<lake root>/models``; each source
+    in its own folder); ``mlflow_uri``: an MLflow tracking URI (empty: the
+    ``MLFLOW_TRACKING_URI`` variable; neither: no MLflow).
+    """
+
+    engine: str = "horovod"
+    np: int = 2
+    threads: int = 0
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3
+    seed: int = 42
+    valid_share: float = 0.1
+    valid_max: int = 20000
+    min_valid: int = 20
+    models_dir: str = ""
+    mlflow_uri: str = ""
+    crnn: CRNNSettings = field(default_factory=CRNNSettings)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("horovod", "local", "torch_distributor"):
+            raise ConfigError(
+                f"train.engine: expected horovod, local or torch_distributor, got {self.engine!r}"
+            )
+        if self.np < 1 or self.threads < 0:
+            raise ConfigError("train: np must be >= 1 and threads >= 0")
+        if min(self.epochs, self.batch_size, self.patience, self.valid_max, self.min_valid) < 1:
+            raise ConfigError("train: epochs, batch_size, patience, valid_max, min_valid >= 1")
+        if not 0.0 < self.valid_share < 0.5:
+            raise ConfigError(
+                f"train.valid_share: expected 0 < share < 0.5, got {self.valid_share}"
+            )
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError("train: lr must be > 0 and weight_decay >= 0")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job configuration (one frozen tree)."""
 
@@ -121,6 +188,7 @@ class Config:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     mining: MiningSettings = field(default_factory=MiningSettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
     sources_dir: str = "sources"
     #: The file this config was loaded from (set by the loader, not by users).
     path: str = ""

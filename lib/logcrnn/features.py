@@ -259,7 +259,7 @@ OUTPUT_DDL = (
     "kind string, key string, grid_start long, start_ts timestamp, end_ts timestamp, "
     "line_order boolean, length int, template_ids array<string>, sequence array<int>, "
     "counts array<int>, semantic array<double>, features array<double>, "
-    "features_std array<double>, line_label int, file_label int"
+    "features_std array<double>, line_label int, file_label int, first_seq long, last_seq long"
 )
 
 
@@ -288,7 +288,8 @@ def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatc
     (int64: file rank << 40 | line number), ``tid`` (template id), ``lvl`` (int8: 2 error,
     1 warning, 0 other), ``np`` (int32 parameters), ``bad`` (bool, null if unlabelled), in any
     order.  Events are ordered by (ts, night, seq); a window with any event lacking a timestamp
-    is ordered by (night, seq) and marked ``line_order``.
+    is ordered by (night, seq) and marked ``line_order``.  ``first_seq`` / ``last_seq``: the
+    ``seq`` of the window's first and last event in that order (where an analyst finds them).
     """
     w = batch.num_rows
     events = batch.column("events")
@@ -313,7 +314,7 @@ def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatc
     night = flat.field("night").to_numpy().astype(np.int64)
     seq = flat.field("seq").to_numpy().astype(np.int64)
     order = np.lexsort((seq, night, ts, row))
-    ts, night = ts[order], night[order]
+    ts, night, seq = ts[order], night[order], seq[order]
     take = pa.array(order)
     tid = flat.field("tid").take(take)
     lvl = flat.field("lvl").to_numpy().astype(np.int8)[order]
@@ -427,6 +428,8 @@ def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatc
                 if "file_label" in batch.schema.names
                 else pa.nulls(w, pa.int32())
             ),
+            pa.array(seq[starts], type=pa.int64()),
+            pa.array(seq[ends], type=pa.int64()),
         ],
         names=OUTPUT_NAMES,
     )
@@ -455,6 +458,8 @@ def _empty_output() -> pa.RecordBatch:
         "features_std": pa.list_(pa.float64()),
         "line_label": pa.int32(),
         "file_label": pa.int32(),
+        "first_seq": pa.int64(),
+        "last_seq": pa.int64(),
     }
     return pa.RecordBatch.from_pylist([], schema=pa.schema(list(types.items())))
 

@@ -21,7 +21,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -341,6 +341,40 @@ class Lake:
             if col not in spec.partition_by:
                 df = df.where(F.col(col) == F.lit(value))
         return df
+
+    def file_uris(
+        self,
+        table: str,
+        source: str | None = None,
+        nights: Sequence[date | str] | None = None,
+        version: int | None = None,
+    ) -> list[str]:
+        """URIs of the Parquet files holding ``table`` (optionally some nights of one source)
+        at ``version`` (default: current), for readers outside Spark (Petastorm, pyarrow).
+
+        Local paths come back as ``file://`` URIs.  The files are immutable: a later write
+        of the same night adds new files and leaves these readable until a VACUUM.
+        """
+        spec = table_spec(table)
+        wanted = (
+            None if nights is None else sorted({str(date.fromisoformat(str(n))) for n in nights})
+        )
+        if self.backend == "delta-spark":
+            df = self.read(table, source=source, version=version)
+            if wanted is not None:
+                df = df.where(F.col("night").cast("string").isin(wanted))
+            uris = df.inputFiles()
+        else:
+            filters: list[tuple[str, str, Any]] = []
+            if source is not None and "source" in spec.partition_by:
+                filters.append(("source", "=", source))
+            if wanted is not None:
+                if not wanted:
+                    return []
+                filters.append(("night", "in", wanted))
+            uris = self._dt(table, version).file_uris(partition_filters=filters or None)
+        # not Path.as_uri(): readers take the path part verbatim, so '=' must stay unquoted
+        return sorted(u if _has_scheme(u) else f"file://{Path(u).resolve()}" for u in uris)
 
     def version(self, table: str) -> int:
         """The table's current version."""

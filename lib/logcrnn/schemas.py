@@ -148,6 +148,11 @@ WINDOWS_SCHEMA = StructType(
         StructField("label", IntegerType(), True),  # 1 anomaly, 0 normal, null unknown
         StructField("label_source", StringType(), True),  # file | lines | null
         StructField("stats_night", DateType(), True),  # the gold.feature_stats partition used
+        # where the window's first and last event are: input file and 1-based line number
+        StructField("first_file", StringType(), True),
+        StructField("first_line", LongType(), True),
+        StructField("last_file", StringType(), True),
+        StructField("last_line", LongType(), True),
     ]
 )
 
@@ -190,6 +195,43 @@ FEATURE_SCORES_SCHEMA = StructType(
     ]
 )
 
+ANOMALIES_SCHEMA = StructType(
+    [
+        StructField("night", DateType(), False),
+        StructField("source", StringType(), False),
+        StructField("window_id", StringType(), False),  # gold.windows.window_id
+        StructField("kind", StringType(), False),
+        StructField("key", StringType(), False),  # session key, node or source
+        StructField("start_ts", TimestampType(), True),
+        StructField("end_ts", TimestampType(), True),
+        StructField("score", DoubleType(), False),  # P(anomalous) from the model, 0..1
+        StructField("is_anomaly", BooleanType(), False),  # score >= the calibrated threshold
+        # the templates with the most attention in the window, best first
+        StructField(
+            "top_templates",
+            ArrayType(
+                StructType(
+                    [
+                        StructField("template_id", StringType(), False),
+                        StructField("template", StringType(), False),
+                        StructField("weight", DoubleType(), False),
+                    ]
+                ),
+                False,
+            ),
+            False,
+        ),
+        StructField("label", IntegerType(), True),  # the window's label when known
+        StructField("first_file", StringType(), True),  # where the first / last raw line is
+        StructField("first_line", LongType(), True),
+        StructField("last_file", StringType(), True),
+        StructField("last_line", LongType(), True),
+        StructField("model_version", StringType(), False),
+        StructField("threshold", DoubleType(), False),
+        StructField("scored_at", TimestampType(), False),
+    ]
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -200,6 +242,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("gold.windows", ("night", "source"), WINDOWS_SCHEMA),
         TableSpec("gold.feature_stats", ("night", "source"), FEATURE_STATS_SCHEMA),
         TableSpec("gold.feature_scores", ("night", "source"), FEATURE_SCORES_SCHEMA),
+        TableSpec("gold.anomalies", ("night", "source"), ANOMALIES_SCHEMA),
     )
 }
 

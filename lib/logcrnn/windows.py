@@ -301,6 +301,24 @@ def _near(night_rows: DataFrame, rows: DataFrame, size_s: int) -> DataFrame:
     return rows.where(F.col("ts_us").between(F.lit(bounds.lo - margin), F.lit(bounds.hi + margin)))
 
 
+def line_refs(spark: SparkSession, ranks: dict[str, int]) -> list[Column]:
+    """``first_file, first_line, last_file, last_line`` from ``first_seq`` / ``last_seq``.
+
+    The file names come from a literal array indexed by rank (one entry per input file of
+    the nights read: small, and no join of the wide window rows).
+    """
+    names = [name for name, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
+    files = F.array(*[F.lit(n) for n in names]) if names else F.array().cast("array<string>")
+    mask = (1 << LINE_BITS) - 1
+    out = []
+    for end in ("first", "last"):
+        seq = F.col(f"{end}_seq")
+        rank = F.shiftright(seq, LINE_BITS).cast("int")
+        out.append(F.element_at(files, rank + 1).alias(f"{end}_file"))
+        out.append((seq.bitwiseAND(F.lit(mask))).alias(f"{end}_line"))
+    return out
+
+
 def group_windows(assigned: DataFrame, labels: DataFrame | None = None) -> DataFrame:
     """One row per window: its events' structs (unsorted: the feature step sorts them).
 
@@ -534,7 +552,20 @@ def build_windows(
         every = every.unionByName(lake.read(EVENTS, other, source))
     index = file_index(every)
     if not index.events.get(night):
-        raise DataError(f"{EVENTS} has no events for source {source} on {night}: mine it first")
+        # a night without data is not an error: its partition is emptied and said so
+        from logcrnn.schemas import WINDOWS_SCHEMA
+
+        log.warning("%s %s: no events in %s; gold.windows gets an empty partition",
+                    source, night, EVENTS)  # fmt: skip
+        empty = spark.createDataFrame([], WINDOWS_SCHEMA)
+        version = lake.write(empty, WINDOWS, night, source)
+        return WindowsReport(
+            source=source, night=str(night), events=0, unkeyed_events=0, neighbour_nights=[],
+            windows={}, line_order_windows=0, labelled_windows=0, anomalous_windows=0,
+            unlabelled_session_windows=0, label_file=None, labels_not_in_night=None,
+            stats_night=str(stats.night) if stats else None,
+            seconds=round(time.perf_counter() - started, 2), version=version,
+        )  # fmt: skip
     present = sorted(n for n in index.events if n != night)
     phase(f"statistics, templates, file index ({len(present)} neighbour nights)")
     normal = spec.label.normal if spec.label else None
@@ -578,6 +609,7 @@ def build_windows(
         label.cast("int").alias("label"),
         label_source.alias("label_source"),
         F.lit(stats.night if stats else None).cast("date").alias("stats_night"),
+        *line_refs(spark, index.ranks),
     )  # fmt: skip
     version = lake.write(out, WINDOWS, night, source)
     phase("windows built and written")

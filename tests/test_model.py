@@ -1,0 +1,451 @@
+"""The CRNN, the training loop, the detectors and the metrics (no Spark, CPU only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from logcrnn.errors import ConfigError, DataError, UsageError
+from logcrnn.model.baselines import DETECTORS, make_detector
+from logcrnn.model.crnn import CRNN, CRNNConfig, CRNNOutput, class_weights, crnn_loss
+from logcrnn.model.data import WindowArrays
+from logcrnn.model.fitting import FitSettings, fit_torch, predict_torch
+from logcrnn.model.metrics import best_f1_threshold, evaluate_scores, threshold_mean_k_sigma
+
+# --- a small structured dataset ---------------------------------------------------------------
+#
+# Normal windows walk a fixed Markov chain over templates 2..11 (each template has three
+# possible successors); a window has 12 to 40 events, of which the first SEQ_LEN are in the
+# sequence (longer ones are truncated, shorter ones padded).  Anomalies are normal windows
+# with either one visible event replaced by a rare template (12 or 13, never in normal
+# windows: "rare") or a visible run of 6 events reversed, which breaks the chain's order but
+# keeps every count ("order").
+
+N_CHAIN, RARE, VOCAB, SEQ_LEN, SEM_DIM = 10, (12, 13), 14, 30, 8
+FAST = FitSettings(epochs=8, batch_size=32, lr=1e-3, patience=3, seed=1, threads=1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    # small recurrent batches: one intra-op thread is faster, and immune to a busy machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _chain(rng: np.random.Generator) -> np.ndarray:
+    trans = np.zeros((VOCAB, VOCAB))
+    states = np.arange(2, 2 + N_CHAIN)
+    for s in states:
+        nxt = rng.choice(states[states != s], size=3, replace=False)
+        trans[s, nxt] = rng.dirichlet(np.full(3, 2.0))
+    return trans
+
+
+def _windows(
+    n: int, kind: str, seed: int, trans: np.ndarray, vectors: np.ndarray, frac: float = 0.1
+) -> WindowArrays:
+    rng = np.random.default_rng(seed)
+    seq = np.zeros((n, SEQ_LEN), np.int64)
+    length = np.zeros(n, np.int64)
+    counts = np.zeros((n, VOCAB), np.float32)
+    sem = np.zeros((n, SEM_DIM), np.float32)
+    label = np.zeros(n, np.int64)
+    for i in range(n):
+        k = int(rng.integers(12, 41))
+        events = [int(rng.integers(2, 2 + N_CHAIN))]
+        for _ in range(k - 1):
+            events.append(int(rng.choice(VOCAB, p=trans[events[-1]])))
+        ev = np.array(events)
+        visible = min(k, SEQ_LEN)
+        if rng.random() < frac:
+            label[i] = 1
+            if kind == "rare":
+                ev[rng.integers(0, visible)] = rng.choice(RARE)
+            else:
+                lo = int(rng.integers(0, visible - 6))
+                ev[lo : lo + 6] = ev[lo : lo + 6][::-1].copy()
+        seq[i, :visible] = ev[:visible]
+        length[i] = k
+        counts[i] = np.bincount(ev, minlength=VOCAB)
+        sem[i] = vectors[ev].mean(axis=0)
+    return WindowArrays(
+        sequence=seq,
+        length=length,
+        counts=counts,
+        semantic=sem,
+        features=rng.normal(size=(n, 2)).astype(np.float32),
+        label=label,
+        start_us=np.arange(n, dtype=np.int64),
+        window_id=np.array([f"{seed}-{i}" for i in range(n)], dtype=object),
+    )
+
+
+def _dataset(kind: str, seed: int = 0) -> tuple[WindowArrays, WindowArrays, WindowArrays, Any]:
+    rng = np.random.default_rng(seed)
+    trans = _chain(rng)
+    vectors = rng.normal(size=(VOCAB, SEM_DIM)).astype(np.float32)
+    vectors[:2] = 0.0
+    train, valid, test = (
+        _windows(n, kind, seed + 1 + j, trans, vectors) for j, n in enumerate((800, 200, 400))
+    )
+    return train, valid, test, vectors
+
+
+@pytest.fixture(scope="module")
+def rare() -> tuple[WindowArrays, WindowArrays, WindowArrays, Any]:
+    return _dataset("rare")
+
+
+@pytest.fixture(scope="module")
+def order() -> tuple[WindowArrays, WindowArrays, WindowArrays, Any]:
+    return _dataset("order", seed=10)
+
+
+def _batch(config: CRNNConfig, lengths: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    b = len(lengths)
+    seq = torch.randint(2, config.vocab_size, (b, config.seq_len), generator=g)
+    length = torch.tensor(lengths)
+    pos = torch.arange(config.seq_len)[None, :]
+    seq = seq.masked_fill(pos >= length[:, None], 0)
+    return {
+        "sequence": seq,
+        "length": length,
+        "features": torch.randn(b, config.n_features, generator=g),
+        "label": torch.tensor([i % 2 for i in range(b)]),
+    }
+
+
+# --- CRNN -------------------------------------------------------------------------------------
+
+
+def test_crnn_output_shapes_and_attention_masks_padding() -> None:
+    cfg = CRNNConfig(vocab_size=20, seq_len=12, n_features=3, sem_dim=4)
+    torch.manual_seed(0)
+    model = CRNN(cfg, np.random.default_rng(0).normal(size=(20, 4))).eval()
+    batch = _batch(cfg, [12, 5, 1, 20, 0])
+    out = model(batch["sequence"], batch["length"], batch["features"])
+    assert out.logit.shape == (5,)
+    assert out.attention.shape == (5, 12)
+    assert out.top_states.shape == (5, 12, cfg.hidden)
+    valid = torch.arange(12)[None, :] < torch.tensor([12, 5, 1, 12, 1])[:, None]
+    torch.testing.assert_close(out.attention.sum(1), torch.ones(5))
+    assert bool((out.attention[~valid] == 0).all())
+    assert bool((out.attention[valid] > 0).all())
+    assert bool((out.top_states[~valid] == 0).all())
+    assert torch.isfinite(out.logit).all()
+
+
+def test_crnn_ignores_content_beyond_length() -> None:
+    cfg = CRNNConfig(vocab_size=20, seq_len=12, n_features=2, sem_dim=3)
+    torch.manual_seed(1)
+    model = CRNN(cfg, np.random.default_rng(1).normal(size=(20, 3))).eval()
+    batch = _batch(cfg, [7, 3, 12])
+    seq = batch["sequence"]
+    noisy = seq.clone()
+    noisy[0, 7:] = 5
+    noisy[1, 3:] = torch.arange(2, 11)
+    first = model(seq, batch["length"], batch["features"])
+    second = model(noisy, batch["length"], batch["features"])
+    torch.testing.assert_close(first.logit, second.logit)
+    torch.testing.assert_close(first.attention, second.attention)
+    # ... while content inside the length does matter
+    changed = seq.clone()
+    changed[0, 2] = 1 if int(seq[0, 2]) != 1 else 2
+    assert not torch.equal(model(changed, batch["length"], batch["features"]).logit, first.logit)
+
+
+def test_crnn_without_features_or_semantics_runs() -> None:
+    cfg = CRNNConfig(vocab_size=9, seq_len=6, n_features=0, sem_dim=0, kernels=(3,), layers=1)
+    model = CRNN(cfg)
+    batch = _batch(cfg, [6, 2])
+    out = model(batch["sequence"], batch["length"], batch["features"])
+    assert out.logit.shape == (2,)
+    loss = crnn_loss(model, out, batch["label"], (1.0, 1.0))
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_crnn_one_step_lowers_the_loss() -> None:
+    cfg = CRNNConfig(vocab_size=20, seq_len=10, n_features=2, sem_dim=0, dropout=0.0)
+    torch.manual_seed(2)
+    model = CRNN(cfg)
+    batch = _batch(cfg, [10, 4, 7, 2, 9, 10])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def loss() -> torch.Tensor:
+        out = model(batch["sequence"], batch["length"], batch["features"])
+        return crnn_loss(model, out, batch["label"], (0.75, 1.5), length=batch["length"])
+
+    before = loss()
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after = loss()
+    assert float(after) < float(before.detach())
+
+
+def test_crnn_loss_terms_exact() -> None:
+    model = CRNN(CRNNConfig(vocab_size=5, seq_len=4, n_features=0, sem_dim=0, lambda_reg=0.0))
+    hidden = model.config.hidden
+    # class-weighted BCE, the -1 row ignored: (1.5 * log 2 + 0.5 * log(1 + e^2)) / 2
+    out = CRNNOutput(
+        torch.tensor([0.0, 2.0, -1.0]), torch.full((3, 4), 0.25), torch.zeros(3, 4, hidden)
+    )
+    got = crnn_loss(model, out, torch.tensor([1, 0, -1]), (0.5, 1.5))
+    assert float(got) == pytest.approx((1.5 * np.log(2) + 0.5 * np.log1p(np.exp(2))) / 2)
+    # + 0.01 * temporal consistency: states 0, 1, 3 on one channel of a window of length 3
+    states = torch.zeros(1, 4, hidden)
+    states[0, :, 0] = torch.tensor([0.0, 1.0, 3.0, 100.0])  # position 3 is padding
+    attention = torch.tensor([[1 / 3, 1 / 3, 1 / 3, 0.0]])
+    out = CRNNOutput(torch.zeros(1), attention, states)
+    expected = np.log(2) + 0.01 * (1 + 4) / 2
+    got = crnn_loss(model, out, torch.tensor([0]), (1.0, 1.0), length=torch.tensor([3]))
+    assert float(got) == pytest.approx(expected)
+    # without lengths, the valid positions are those with attention
+    assert float(crnn_loss(model, out, torch.tensor([0]), (1.0, 1.0))) == pytest.approx(expected)
+    # L_SR: weight matrices and kernels only
+    penalised = {id(p) for p in model.regularised_parameters()}
+    assert id(model.embedding.weight) not in penalised
+    params = dict(model.named_parameters())
+    assert id(params["grus.0.drift"]) not in penalised
+    assert id(params["grus.0.u_h.weight"]) in penalised
+    assert id(model.head_out.weight) in penalised and id(model.head_out.bias) not in penalised
+
+
+def test_class_weights_exact() -> None:
+    assert class_weights(np.array([0] * 8 + [1] * 2 + [-1] * 5)) == (0.625, 2.5)
+    assert class_weights(np.array([0, 1])) == (1.0, 1.0)
+    with pytest.raises(DataError, match="both classes"):
+        class_weights(np.array([0, 0, -1]))
+
+
+def test_crnn_config_round_trip_and_errors() -> None:
+    cfg = CRNNConfig(vocab_size=30, seq_len=50, n_features=4, sem_dim=8, kernels=(3, 5))
+    assert CRNNConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown keys"):
+        CRNNConfig.from_dict({**cfg.to_dict(), "hiden": 3})
+    with pytest.raises(ConfigError, match="dropout"):
+        CRNNConfig(vocab_size=30, seq_len=50, n_features=0, sem_dim=0, dropout=1.0)
+    with pytest.raises(DataError, match="template vectors of shape"):
+        CRNN(cfg, np.zeros((29, 8)))
+
+
+def test_crnn_bytes_round_trip() -> None:
+    cfg = CRNNConfig(vocab_size=12, seq_len=8, n_features=2, sem_dim=3)
+    torch.manual_seed(3)
+    model = CRNN(cfg, np.random.default_rng(3).normal(size=(12, 3))).eval()
+    batch = _batch(cfg, [8, 3])
+    again = CRNN.from_bytes(model.to_bytes())
+    args = (batch["sequence"], batch["length"], batch["features"])
+    torch.testing.assert_close(again(*args).logit, model(*args).logit)
+    with pytest.raises(DataError, match="cannot load"):
+        CRNN.from_bytes(b"not a model")
+
+
+# --- the training loop ------------------------------------------------------------------------
+
+
+class _Scalar(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+
+def _toy_valid(target: float) -> WindowArrays:
+    return WindowArrays(
+        sequence=np.zeros((4, 1), np.int64),
+        length=np.ones(4, np.int64),
+        counts=np.zeros((4, 2), np.float32),
+        semantic=np.zeros((4, 0), np.float32),
+        features=np.full((4, 1), target, np.float32),
+        label=np.zeros(4, np.int64),
+        start_us=np.arange(4, dtype=np.int64),
+        window_id=np.arange(4).astype(object),
+    )
+
+
+def _pull(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return ((model.w - batch["features"][:, 0]) ** 2).mean()
+
+
+def test_fit_torch_early_stopping_restores_the_best_epoch() -> None:
+    # training pulls w from 0 towards 5; the validation loss is lowest where w passes 1
+    model = _Scalar()
+    seen: list[float] = []
+
+    def train(epoch: int) -> list[dict[str, np.ndarray]]:
+        return [{"features": np.full((2, 1), 5.0, np.float32), "label": np.zeros(2)}]
+
+    settings = FitSettings(epochs=50, lr=0.3, patience=2, seed=0)
+    result = fit_torch(
+        model,
+        _pull,
+        train,
+        _toy_valid(1.0),
+        settings,
+        device=torch.device("cpu"),
+        on_epoch=lambda r: seen.append(model.w.item()),
+    )
+    losses = [h["valid_loss"] for h in result.history]
+    best = int(np.argmin(losses))
+    assert result.best_epoch == best
+    assert 0 < best < result.epochs_run - 1 < 49  # it stopped early, after a worse epoch
+    assert result.epochs_run == best + 1 + settings.patience
+    assert model.w.item() == pytest.approx(seen[best])
+    assert model.w.item() != pytest.approx(seen[-1])
+    assert result.windows_per_s > 0
+
+
+class _RecordingCollective:
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self.calls: list[str] = []
+
+    def rank(self) -> int:
+        return 0
+
+    def size(self) -> int:
+        return self._size
+
+    def allreduce_mean(self, value: float, name: str) -> float:
+        self.calls.append(f"allreduce:{name}")
+        return value
+
+    def broadcast_model(self, model: Any, optimizer: Any) -> None:
+        self.calls.append("broadcast")
+
+    def wrap_optimizer(self, optimizer: Any, model: Any) -> Any:
+        self.calls.append("wrap")
+        self.lr = optimizer.param_groups[0]["lr"]
+        return optimizer
+
+
+def test_fit_torch_uses_the_collective() -> None:
+    coll = _RecordingCollective(size=4)
+
+    def train(epoch: int) -> list[dict[str, np.ndarray]]:
+        return [{"features": np.full((2, 1), 5.0, np.float32), "label": np.zeros(2)}]
+
+    settings = FitSettings(epochs=2, lr=0.01, seed=0)
+    fit_torch(_Scalar(), _pull, train, _toy_valid(1.0), settings, collective=coll)
+    assert coll.calls[:2] == ["wrap", "broadcast"]  # Horovod's order
+    assert coll.lr == pytest.approx(0.04)
+    assert coll.calls.count("allreduce:valid_loss") == 2
+
+
+def test_crnn_detector_is_deterministic(rare: Any) -> None:
+    train, valid, test, vectors = rare
+    settings = FitSettings(epochs=1, batch_size=64, seed=3, threads=1)
+    first = make_detector("crnn", vectors, seed=3, settings=settings)
+    scores = first.fit(train.take(np.arange(200)), valid).score(test.take(np.arange(50)))
+    again = make_detector("crnn", vectors, seed=3, settings=settings)
+    np.testing.assert_array_equal(
+        again.fit(train.take(np.arange(200)), valid).score(test.take(np.arange(50))), scores
+    )
+
+
+# --- detectors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_detector_separates_rare_template_anomalies(name: str, rare: Any) -> None:
+    train, valid, test, vectors = rare
+    detector = make_detector(name, vectors, seed=1, settings=FAST)
+    assert detector.name == name
+    scores = detector.fit(train, valid).score(test)
+    assert scores.shape == (len(test),)
+    assert np.isfinite(scores).all()
+    assert roc_auc_score(test.label, scores) > 0.9
+
+
+@pytest.mark.parametrize("name", ["lstm", "cnn", "crnn"])
+def test_sequence_detectors_see_order_anomalies(name: str, order: Any) -> None:
+    # same counts, broken order: only the models that read the sequence can tell
+    train, valid, test, vectors = order
+    detector = make_detector(name, vectors, seed=1, settings=FAST)
+    scores = detector.fit(train, valid).score(test)
+    assert roc_auc_score(test.label, scores) > 0.9
+
+
+def test_count_detector_is_blind_to_order(order: Any) -> None:
+    # the control of the test above: the order anomalies really keep the counts
+    train, valid, test, vectors = order
+    scores = make_detector("profile", vectors).fit(train, valid).score(test)
+    assert roc_auc_score(test.label, scores) < 0.7
+
+
+def test_supervised_detector_needs_both_classes(rare: Any) -> None:
+    train, valid, _, vectors = rare
+    normal = train.take(train.label == 0)
+    with pytest.raises(DataError, match="normal and anomalous"):
+        make_detector("rf", vectors).fit(normal, valid)
+
+
+def test_score_before_fit_and_unknown_name(rare: Any) -> None:
+    with pytest.raises(UsageError, match="before fit"):
+        make_detector("pca").score(rare[2])
+    with pytest.raises(UsageError, match=r"unknown detector 'svm'; known: .*crnn.*rf"):
+        make_detector("svm")
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+LABELS = np.array([0, 0, 1, 1, -1])
+SCORES = np.array([0.1, 0.4, 0.35, 0.8, 0.99])
+
+
+def test_best_f1_threshold_exact() -> None:
+    # thresholds 0.1 / 0.35 / 0.4 / 0.8 give F1 2/3, 0.8, 0.5, 2/3 (the -1 row is ignored)
+    assert best_f1_threshold(LABELS, SCORES) == 0.35
+    assert best_f1_threshold(np.array([0, 0]), np.array([0.2, 0.7])) > 0.7
+    assert best_f1_threshold(np.array([1, 1]), np.array([0.2, 0.7])) == 0.2
+
+
+def test_evaluate_scores_exact() -> None:
+    m = evaluate_scores(LABELS, SCORES, 0.35)
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 1, 0)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == 1.0
+    assert m["f1"] == pytest.approx(0.8)
+    assert m["roc_auc"] == pytest.approx(0.75)  # 3 of the 4 (anomaly, normal) pairs in order
+    assert m["pr_auc"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert (m["n"], m["n_anomalous"]) == (4, 2)
+
+
+def test_evaluate_scores_one_class_gives_no_auc() -> None:
+    m = evaluate_scores(np.array([0, 0, 0]), np.array([0.1, 0.5, 0.9]), 0.5)
+    assert m["roc_auc"] is None and m["pr_auc"] is None
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (0, 2, 1, 0)
+    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["f1"] == 0.0
+    with pytest.raises(DataError, match="NaN"):
+        evaluate_scores(np.array([0, 1]), np.array([0.1, np.nan]), 0.5)
+
+
+def test_threshold_mean_k_sigma_exact() -> None:
+    # mean 2.5, sample std sqrt(5 / 3)
+    assert threshold_mean_k_sigma(np.array([1.0, 2.0, 3.0, 4.0]), 2.0) == pytest.approx(
+        2.5 + 2 * np.sqrt(5 / 3)
+    )
+    assert threshold_mean_k_sigma(np.array([3.0]), 3.0) == 3.0
+    with pytest.raises(DataError):
+        threshold_mean_k_sigma(np.array([]), 3.0)
+
+
+def test_predict_torch_keeps_the_order(rare: Any) -> None:
+    _, _, test, _ = rare
+    model = _Scalar()
+
+    def by_length(m: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["length"].float() + m.w
+
+    scores = predict_torch(model, test, batch_size=7, score_fn=by_length)
+    np.testing.assert_array_equal(scores, test.length.astype(np.float64))
