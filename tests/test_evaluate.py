@@ -14,6 +14,7 @@ from logcrnn import evaluate
 from logcrnn.cli import main
 from logcrnn.config import Config
 from logcrnn.errors import DataError, UsageError
+from logcrnn.lake import Lake
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -132,3 +133,32 @@ def test_evaluate_refuses_a_log_without_both_classes(
     )
     with pytest.raises(DataError, match="both normal and anomalous"):
         evaluate.run(spark, cfg, spec)
+
+
+@pytest.mark.slow
+def test_evaluate_keeps_timed_and_untimed_count_windows_apart(
+    spark: SparkSession, cfg: Config, tmp_path: Path
+) -> None:
+    """Lines without a readable timestamp form a second, line-ordered stream of count windows
+    whose grid starts repeat the timed stream's; each window must keep its own label."""
+    lines = evaluate._read_lines(BGL_2K)[:800]
+    # garble the timestamp field (epoch seconds) of every 7th line (alert lines included)
+    garbled = [
+        " ".join(f[:1] + ["not-a-time"] + f[2:]) if i % 7 == 0 else ln
+        for i, ln in enumerate(lines)
+        for f in [ln.split(" ")]
+    ]
+    log = tmp_path / "bgl.log"
+    log.write_text("\n".join(garbled) + "\n")
+    spec = evaluate.EvalSpec(
+        source="bgl", log=log, window="sliding:20:5", protocol="random", models=("profile",),
+        work=tmp_path / "work",
+    )  # fmt: skip
+    report = evaluate.run(spark, cfg, spec)
+    rows = evaluate._collect(Lake(spark, str(tmp_path / "work" / "lake")), "bgl",
+                             evaluate.CLEAN_NIGHT)  # fmt: skip
+    keys = [evaluate._window_key(r) for r in rows]
+    assert any(r["line_order"] for r in rows) and any(not r["line_order"] for r in rows)
+    assert len(set(keys)) == len(keys) == report.windows
+    labelled = [r for r in rows if r["label"] is not None]
+    assert report.train + report.valid + report.test == len(labelled)

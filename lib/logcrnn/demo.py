@@ -106,21 +106,20 @@ def run(cfg: Config, sample_dir: Path, night: str) -> dict[str, Any]:
             )
             .collect()
         }
+        # overlapping windows (BGL: 6 h every 30 min) flag the same lines many times: one row
+        # per first raw line, with its highest score and how many windows flagged it
         top = [
             r.asDict(recursive=True)
             for r in lake.read("gold.anomalies", scored)
             .where("is_anomaly")
-            .orderBy(F.desc("score"), "window_id")
-            .select(
-                "source",
-                "kind",
-                "key",
-                "start_ts",
-                "score",
-                "first_file",
-                "first_line",
-                "top_templates",
-            )  # fmt: skip
+            .groupBy("source", "kind", "first_file", "first_line")
+            .agg(
+                F.max("score").alias("score"),
+                F.min("start_ts").alias("start_ts"),
+                F.count("*").alias("windows"),
+                F.max_by("top_templates", "score").alias("top_templates"),
+            )
+            .orderBy(F.desc("score"), F.desc("windows"), "first_file", "first_line")
             .limit(TOP)
             .collect()
         ]
@@ -151,13 +150,15 @@ def format_summary(result: dict[str, Any]) -> str:
             f"{f1:>8} {rep.get('scored', '-'):>6} {rep.get('anomalies', '-'):>9}  "
             f"{b.get('first_ts')} .. {b.get('last_ts')}"
         )
-    lines.append(f"top anomalies of {result['night']} (gold.anomalies):")
+    lines.append(
+        f"top anomalies of {result['night']} (gold.anomalies, one row per first raw line):"
+    )
     for a in result["top_anomalies"]:
         tops = a["top_templates"][0]["template"] if a["top_templates"] else ""
         lines.append(
-            f"  {a['source']:<5} {a['kind']:<7} {str(a['start_ts'])[:19]:<19} "
-            f"score {a['score']:.3f}  "
-            f"{Path(a['first_file'] or '').name}:{a['first_line']}  {tops[:60]}"
+            f"  {a['source']:<5} {a['kind']:<5} {str(a['start_ts'])[:19]:<19} "
+            f"score {a['score']:.3f} in {a['windows']:>2} windows  "
+            f"{Path(a['first_file'] or '').name}:{a['first_line']}  {tops[:50]}"
         )
     lines.append(
         'query it: .venv/bin/logcrnn sql "SELECT source, key, score, top_templates FROM '

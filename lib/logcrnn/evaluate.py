@@ -292,8 +292,8 @@ def _check_split(train: WindowArrays, valid: WindowArrays, test: WindowArrays) -
 
 
 def _collect(lake: Lake, source: str, night: date) -> list[dict[str, Any]]:
-    cols = ["window_id", "kind", "key", "grid_start", "start_ts", "length", "sequence",
-            "counts", "semantic", "features_std", "label"]  # fmt: skip
+    cols = ["window_id", "kind", "key", "grid_start", "line_order", "start_ts", "length",
+            "sequence", "counts", "semantic", "features_std", "label"]  # fmt: skip
     rows = lake.read(selection.WINDOWS, night, source).select(*cols).collect()
     return [r.asDict() for r in rows]
 
@@ -333,7 +333,10 @@ def _fit_on_training(
 
 
 def _window_key(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (r["kind"], r["key"], r["grid_start"])
+    """A window's identity across rebuilds of the same night (and in the noisy replay, whose
+    night differs): a key's count windows are cut in two streams, timed and untimed (the
+    latter in line order), that share grid starts; session and time windows have one."""
+    return (r["kind"], r["key"], r["grid_start"], r["kind"] == "count" and bool(r["line_order"]))
 
 
 def run(spark: SparkSession, cfg: Config, spec: EvalSpec) -> EvalReport:
@@ -494,12 +497,14 @@ def window_types(
     index = windows.file_index(typed)
     rows = windows.prepare_events(typed, index.ranks, spec.label.normal)
     assigned = windows.assign_windows(rows, None, spec.windows)
-    grouped = assigned.groupBy("kind", "key", "grid_start").agg(
+    grouped = assigned.groupBy("kind", "key", "grid_start", "untimed").agg(
         F.collect_set("e.tid").alias("types")
     )
     normal = spec.label.normal
     return {
-        (r.kind, r.key, r.grid_start): {t for t in r.types if t and t != normal}
+        (r.kind, r.key, r.grid_start, r.kind == "count" and r.untimed): {
+            t for t in r.types if t and t != normal
+        }
         for r in grouped.collect()
     }
 
