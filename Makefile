@@ -16,7 +16,7 @@ HOROVOD_ENV := HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 
 	HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
 	HOROVOD_CMAKE=$(CURDIR)/tools/horovod-cmake MAKEFLAGS=-j2
 
-.PHONY: setup check-java test test-fast lint demo bench-ingest clean .venv-airflow
+.PHONY: setup check-java test test-fast lint demo bench-ingest clean .venv-airflow dist
 
 setup: $(STAMP)
 
@@ -56,6 +56,12 @@ $(AIRFLOW_STAMP): $(AIRFLOW_PINS)
 		apache-airflow-providers-apache-spark==5.3.4 pyspark==3.5.7
 	$(AIRFLOW_VENV)/bin/python -c "import airflow.providers.apache.spark.operators.spark_submit"
 	touch $(AIRFLOW_STAMP)
+
+# The application for spark-submit --py-files: the wheel, under a .zip name, because PySpark
+# puts only .zip/.egg/.jar archives on the executors' sys.path.
+dist: setup
+	rm -rf dist && $(BIN)/pip wheel --quiet --no-deps --no-build-isolation --no-index -w dist .
+	cp dist/logcrnn-0.1.0-py3-none-any.whl dist/logcrnn-0.1.0.zip
 
 test: setup .venv-airflow
 	$(BIN)/pytest -q

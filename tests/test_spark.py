@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pyspark
 import pytest
 from pyspark.sql import SparkSession
 
@@ -31,3 +35,25 @@ def test_delta_jars_named_in_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 def test_test_session_has_no_delta_extension(spark: SparkSession) -> None:
     assert not delta_extension_loaded(spark)
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"  # from conf/base.yaml
+
+
+def test_spark_submit_master_wins_over_the_config(tmp_path: Path) -> None:
+    """conf/local.yaml says local[*]; under spark-submit --master local[1] the session must
+    run on local[1] (the master is spark-submit's to choose)."""
+    script = tmp_path / "app.py"
+    script.write_text(
+        "from logcrnn.config import load_config\n"
+        "from logcrnn.spark import build_session\n"
+        "cfg = load_config(None)\n"
+        "assert cfg.spark.master == 'local[*]', cfg.spark.master\n"
+        "print('MASTER=' + build_session('t', cfg.spark).sparkContext.master)\n"
+    )
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    done = subprocess.run(
+        [str(submit), "--master", "local[1]", str(script)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MASTER=local[1]" in done.stdout

@@ -18,8 +18,9 @@ unpausing, set the Airflow Variables you need (all optional; default in brackets
   ``logcrnn_conf``           the config file [<home>/conf/cluster.yaml];
   ``logcrnn_lake_root``      the lake root, e.g. s3a://bucket/logcrnn/lake [<home>/lake];
   ``logcrnn_raw_root``       raw logs, read from <raw_root>/<source>/<night>/ [<home>/raw];
-  ``logcrnn_py_files``       the application wheel for --py-files
-                             [<home>/dist/logcrnn-0.1.0-py3-none-any.whl].
+  ``logcrnn_py_files``       the application for --py-files: the wheel under a ``.zip``
+                             name (PySpark puts only .zip/.egg/.jar archives on the
+                             executors' path) [<home>/dist/logcrnn-0.1.0.zip].
 
 Only the three that shape the DAG are read when the file is parsed (one metadata-database
 query each, no network).  The others are Jinja templates, read when a task runs, as Airflow
@@ -61,7 +62,7 @@ HOME = _var("logcrnn_home", repr(REPO_DEFAULT))
 CONF = _t(_var("logcrnn_conf", f"{HOME} ~ '/conf/cluster.yaml'"))
 LAKE = _t(_var("logcrnn_lake_root", f"{HOME} ~ '/lake'"))
 RAW_ROOT = _t(_var("logcrnn_raw_root", f"{HOME} ~ '/raw'"))
-PY_FILES = _t(_var("logcrnn_py_files", f"{HOME} ~ '/dist/logcrnn-0.1.0-py3-none-any.whl'"))
+PY_FILES = _t(_var("logcrnn_py_files", f"{HOME} ~ '/dist/logcrnn-0.1.0.zip'"))
 JOBS = _t(HOME) + "/jobs"
 
 NIGHT = "{{ ds }}"  # the run's logical date: the night D this run is for

@@ -1,7 +1,8 @@
 """The one place that builds a SparkSession.
 
 Nothing here hard-codes a master: ``spark.master`` comes from the config (``local[*]`` in
-``conf/local.yaml``) and is left unset on clusters so that spark-submit decides.  When the
+``conf/local.yaml``) and is left unset on clusters; under spark-submit its ``--master`` always
+wins, whatever the config says.  When the
 Delta Lake jars are on the classpath the Delta SQL extension and catalog are switched on, and
 :mod:`logcrnn.lake` then uses native ``format("delta")``; otherwise the lake commits through
 delta-rs.
@@ -60,6 +61,12 @@ def _as_conf_value(value: object) -> str:
     return str(value)
 
 
+def under_spark_submit() -> bool:
+    """True when spark-submit (or the pyspark shell) started this driver: it launched the JVM
+    and passes its gateway, and its ``--master`` (default ``local[*]``) is already set."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def build_session(app_name: str, settings: SparkSettings) -> SparkSession:
     """Get or create the session for ``app_name`` with the configured Spark options."""
     # Executors must run the same interpreter as the driver (the project's venv), unless
@@ -67,8 +74,11 @@ def build_session(app_name: str, settings: SparkSettings) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = {k: _as_conf_value(v) for k, v in settings.conf.items()}
     builder = SparkSession.builder.appName(f"{settings.app_prefix}-{app_name}")
-    if settings.master:
+    if settings.master and not under_spark_submit():
         builder = builder.master(settings.master)
+    elif settings.master:
+        log.info("spark.master %s from the config ignored: spark-submit set the master",
+                 settings.master)  # fmt: skip
     if delta_jars_present(conf):
         extensions = [e for e in conf.get("spark.sql.extensions", "").split(",") if e]
         if DELTA_EXTENSION not in extensions:
