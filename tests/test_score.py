@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
+import shutil
+import threading
 from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pyspark.sql import SparkSession
 
 from logcrnn import score
+from logcrnn.cli import main
+from logcrnn.config import Config
 from logcrnn.errors import DataError
+from logcrnn.lake import Lake
 from logcrnn.model.crnn import CRNN, CRNNConfig
 
 
@@ -104,3 +115,111 @@ def test_templates_outside_the_vocabulary_score_as_unknown() -> None:
     a = score.score_frame(pdf, scorer)["score"].to_numpy()
     b = score.score_frame(unknown, scorer)["score"].to_numpy()
     assert a == pytest.approx(b)
+
+
+# --------------------------------------------------------------------------------------------
+# score_night on a real lake: the bundled BGL 2k sample, trained on its first 75% (night N1),
+# scored on the rest (N2); N3 has no data
+
+
+N1, N2, N3 = "2005-06-03", "2005-06-04", "2005-06-05"
+BGL_2K = Path(__file__).resolve().parents[1] / "data/sample/loghub_2k/BGL/BGL_2k.log.gz"
+
+
+@pytest.fixture(scope="module")
+def scored_lake(spark: SparkSession, cfg: Config, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from logcrnn import ingest, mining, selection, windows
+    from logcrnn.train import job
+
+    tmp = tmp_path_factory.mktemp("score")
+    root = str(tmp / "lake")
+    train = dataclasses.replace(cfg.train, engine="local", np=1, epochs=2, threads=1)
+    conf = dataclasses.replace(cfg, train=train, lake=dataclasses.replace(cfg.lake, root=root))
+    lake = Lake(spark, root)
+    lines = gzip.decompress(BGL_2K.read_bytes()).decode().splitlines()
+    cut = int(len(lines) * 0.75)
+    for night, part in ((N1, lines[:cut]), (N2, lines[cut:])):
+        path = tmp / f"{night}.log"
+        path.write_text("\n".join(part) + "\n")
+        ingest.run(spark, conf, "bgl", [str(path)], night, lake=lake)
+        mining.mine_night(spark, conf, lake, "bgl", night)
+        windows.build_windows(spark, conf, lake, "bgl", night, use_stats=False)
+    selection.select_features(spark, conf, lake, "bgl", N1, N1)
+    for night in (N1, N2):
+        windows.build_windows(spark, conf, lake, "bgl", night)
+    report = job.train(spark, conf, lake, "bgl", N1, N1)
+    return SimpleNamespace(conf=conf, lake=lake, root=root, model=report, tmp=tmp)
+
+
+@pytest.mark.slow
+def test_two_scoring_runs_at_once_leave_one_consistent_partition(scored_lake: Any) -> None:
+    lake, conf = scored_lake.lake, scored_lake.conf
+    n_windows = lake.read("gold.windows", N2, "bgl").count()
+    outcomes: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcomes.append(score.score_night(lake.spark, conf, lake, "bgl", N2))
+        except Exception as exc:  # a lost race must fail cleanly, not corrupt the night
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reports = [o for o in outcomes if isinstance(o, score.ScoreReport)]
+    assert reports, outcomes
+    rows = lake.read("gold.anomalies", N2, "bgl")
+    assert rows.count() == n_windows > 0
+    assert rows.select("window_id").distinct().count() == n_windows
+    assert rows.select("scored_at").distinct().count() == 1  # one run's rows, not a mix
+    assert {r.model_version for r in rows.select("model_version").distinct().collect()} == {
+        scored_lake.model.version
+    }
+    for r in reports:
+        assert r.windows == n_windows and r.model_version == scored_lake.model.version
+
+
+@pytest.mark.slow
+def test_a_night_without_windows_is_an_empty_partition_and_exit_0(
+    scored_lake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["score", "--lake", scored_lake.root, "--source", "bgl", "--date", N3])
+    assert code == 0
+    assert "0 windows scored" in capsys.readouterr().out
+    assert scored_lake.lake.read("gold.anomalies", N3, "bgl").count() == 0
+
+
+@pytest.mark.slow
+def test_missing_or_corrupt_model_is_one_line_naming_the_path(
+    scored_lake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = scored_lake.tmp / "no-such-model"
+    code = main(["score", "--lake", scored_lake.root, "--source", "bgl", "--date", N2,
+                 "--model", str(missing)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and str(missing) in err[-1]
+    broken = scored_lake.tmp / "broken"
+    shutil.copytree(scored_lake.model.path, broken)
+    (broken / "weights.pt").write_bytes(b"not a torch file")
+    before = scored_lake.lake.history("gold.anomalies")
+    code = main(["score", "--lake", scored_lake.root, "--source", "bgl", "--date", N2,
+                 "--model", str(broken)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and str(broken) in err[-1]
+    assert len(scored_lake.lake.history("gold.anomalies")) == len(before)  # nothing written
+
+
+@pytest.mark.slow
+def test_windows_built_with_other_statistics_are_refused(scored_lake: Any) -> None:
+    from logcrnn import selection, windows
+
+    lake, conf = scored_lake.lake, scored_lake.conf
+    selection.select_features(lake.spark, conf, lake, "bgl", N2, N2)  # statistics of N2
+    windows.build_windows(lake.spark, conf, lake, "bgl", N2, stats_night=N2)
+    try:
+        with pytest.raises(DataError, match="rebuild the windows with --stats 2005-06-03"):
+            score.score_night(lake.spark, conf, lake, "bgl", N2)
+    finally:
+        windows.build_windows(lake.spark, conf, lake, "bgl", N2, stats_night=N1)
