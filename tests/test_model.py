@@ -14,7 +14,7 @@ from logcrnn.errors import ConfigError, DataError, UsageError
 from logcrnn.model.baselines import DETECTORS, make_detector
 from logcrnn.model.crnn import CRNN, CRNNConfig, CRNNOutput, class_weights, crnn_loss
 from logcrnn.model.data import WindowArrays
-from logcrnn.model.fitting import FitSettings, fit_torch, predict_torch
+from logcrnn.model.fitting import FitSettings, fit_torch, predict_torch, with_unknowns
 from logcrnn.model.metrics import best_f1_threshold, evaluate_scores, threshold_mean_k_sigma
 
 # --- a small structured dataset ---------------------------------------------------------------
@@ -351,6 +351,32 @@ def test_crnn_detector_is_deterministic(rare: Any) -> None:
     np.testing.assert_array_equal(
         again.fit(train.take(np.arange(200)), valid).score(test.take(np.arange(50))), scores
     )
+
+
+def test_with_unknowns_replaces_only_real_template_ids() -> None:
+    seq = np.array([[5, 6, 1, 7, 0, 0]] * 2000)
+    out = with_unknowns(seq, 0.25, np.random.default_rng(0))
+    assert (out[:, 4:] == 0).all() and (out[:, 2] == 1).all()  # padding, unknown untouched
+    real = seq > 1
+    assert set(np.unique(out[real])) == {1, 5, 6, 7}
+    assert abs((out[real] == 1).mean() - 0.25) < 0.02
+    assert (seq[0] == [5, 6, 1, 7, 0, 0]).all()  # a new array
+
+
+def test_training_teaches_the_unknown_template_only_with_unknown_rate(rare: Any) -> None:
+    """The vocabulary comes from the training windows, so the unknown id never occurs there:
+    without replacement its embedding keeps its initial value; with it, it is learned."""
+    train, valid, _, vectors = rare
+    rows = {}
+    for rate in (0.0, 0.05):
+        settings = FitSettings(epochs=1, batch_size=64, seed=3, threads=1, unknown_rate=rate)
+        detector = make_detector("crnn", vectors, seed=3, settings=settings)
+        detector.fit(train.take(np.arange(200)), valid)
+        rows[rate] = detector.model_.embedding.weight[1].detach().clone()
+    torch.manual_seed(3)  # the detector's own initialisation, before any step
+    initial = CRNN(detector.config_, vectors).embedding.weight[1].detach()
+    assert torch.equal(rows[0.0], initial)
+    assert not torch.allclose(rows[0.05], initial)
 
 
 # --- detectors --------------------------------------------------------------------------------

@@ -138,7 +138,9 @@ class TrainSettings:
     TorchDistributor, local mode); ``np``: workers; ``threads``: torch threads per worker
     (0: the machine's cores / workers on it).  ``epochs``, ``batch_size`` (per worker),
     ``lr`` (one worker's; scaled by the workers), ``weight_decay``, ``patience`` (epochs
-    without a lower validation loss) and ``seed`` drive the loop.  ``valid_share`` of the
+    without a lower validation loss), ``seed`` and ``unknown_rate`` (the share of training
+    template ids replaced by the unknown id, so the model learns what an unseen template is)
+    drive the loop.  ``valid_share`` of the
     labelled training windows, at most ``valid_max``, chosen by a hash of the window id,
     form the validation slice (early stopping, threshold); ``min_valid`` is the fewest a run
     accepts.  ``models_dir``: where artifacts go (empty: ``<lake root>/models``; each source
@@ -155,6 +157,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     patience: int = 3
     seed: int = 42
+    unknown_rate: float = 0.05
     valid_share: float = 0.1
     valid_max: int = 20000
     min_valid: int = 20
@@ -171,6 +174,10 @@ class TrainSettings:
             raise ConfigError("train: np must be >= 1 and threads >= 0")
         if min(self.epochs, self.batch_size, self.patience, self.valid_max, self.min_valid) < 1:
             raise ConfigError("train: epochs, batch_size, patience, valid_max, min_valid >= 1")
+        if not 0.0 <= self.unknown_rate < 0.5:
+            raise ConfigError(
+                f"train.unknown_rate: expected 0 <= rate < 0.5, got {self.unknown_rate}"
+            )
         if not 0.0 < self.valid_share < 0.5:
             raise ConfigError(
                 f"train.valid_share: expected 0 < share < 0.5, got {self.valid_share}"

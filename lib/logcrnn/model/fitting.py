@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 from logcrnn.errors import DataError, UsageError
-from logcrnn.model.data import WindowArrays
+from logcrnn.model.data import UNKNOWN, WindowArrays
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,12 @@ class FitSettings:
     validation loss before stopping; ``seed``: torch and batch-order seed; ``balanced``:
     class-balanced batch sampling (see :func:`logcrnn.model.data.iterate_batches`);
     ``weight_decay``: Adam's; ``max_seconds``: stop after the epoch that exceeds this wall time;
-    ``threads``: torch intra-op threads while fitting and scoring (None: torch's setting).  The
+    ``threads``: torch intra-op threads while fitting and scoring (None: torch's setting).
+    ``unknown_rate``: in every training batch, this share of the real template ids of the
+    sequences (not padding) is replaced by the unknown id, afresh each epoch.  The vocabulary
+    is built from the training windows, so without it the unknown id never occurs in
+    training and its embedding stays at its random initialisation, while every template that
+    first appears on a scored night maps to it.  The
     CRNN's recurrence is thousands of small operations per batch: on a busy 2-core machine
     torch's default of one thread per core made a fit over 10x slower than ``threads=1``.
     """
@@ -94,6 +99,7 @@ class FitSettings:
     weight_decay: float = 0.0
     max_seconds: float | None = None
     threads: int | None = None
+    unknown_rate: float = 0.05
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -104,6 +110,8 @@ class FitSettings:
             raise UsageError("fit settings: max_seconds must be > 0")
         if self.threads is not None and self.threads < 1:
             raise UsageError("fit settings: threads must be >= 1")
+        if not 0.0 <= self.unknown_rate < 0.5:
+            raise UsageError("fit settings: unknown_rate must be in [0, 0.5)")
 
 
 @dataclass
@@ -142,6 +150,14 @@ def device_for(prefer_gpu: bool = True) -> torch.device:
     if prefer_gpu and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def with_unknowns(sequence: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """``sequence`` with each real template id (not padding or already unknown) replaced by
+    :data:`~logcrnn.model.data.UNKNOWN` with probability ``rate``; a new array."""
+    seq = np.asarray(sequence)
+    hit = (seq > UNKNOWN) & (rng.random(seq.shape) < rate)
+    return np.where(hit, UNKNOWN, seq)
 
 
 def to_tensors(batch: Mapping[str, Any], device: torch.device) -> dict[str, Tensor]:
@@ -292,6 +308,8 @@ def _fit(
     # Horovod: every worker starts from rank 0's weights and optimizer state.
     coll.broadcast_model(model, optimizer)
 
+    # each rank draws its own replacements (its own batches), reproducibly
+    unknown_rng = np.random.default_rng([settings.seed, coll.rank()])
     history: list[dict[str, Any]] = []
     best_loss = float("inf")
     best_epoch = -1
@@ -306,6 +324,9 @@ def _fit(
         total = torch.zeros((), device=dev)
         count = 0
         for batch in train_epochs(epoch):
+            if settings.unknown_rate > 0 and "sequence" in batch:
+                batch = {**batch, "sequence": with_unknowns(
+                    batch["sequence"], settings.unknown_rate, unknown_rng)}  # fmt: skip
             tensors = to_tensors(batch, dev)
             n = len(batch["label"]) if "label" in batch else len(next(iter(batch.values())))
             optimizer.zero_grad(set_to_none=True)

@@ -241,6 +241,7 @@ def _fit_settings(settings: TrainSettings) -> FitSettings:
         patience=settings.patience,
         seed=settings.seed,
         weight_decay=settings.weight_decay,
+        unknown_rate=settings.unknown_rate,
     )
 
 
