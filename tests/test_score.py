@@ -223,3 +223,28 @@ def test_windows_built_with_other_statistics_are_refused(scored_lake: Any) -> No
             score.score_night(lake.spark, conf, lake, "bgl", N2)
     finally:
         windows.build_windows(lake.spark, conf, lake, "bgl", N2, stats_night=N1)
+
+
+@pytest.mark.slow
+def test_nightly_rerun_changes_nothing_and_a_night_without_files_exits_0(
+    scored_lake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake, pattern = scored_lake.lake, str(scored_lake.tmp / "{date}.log")
+    args = ["nightly", "--lake", scored_lake.root, "--source", "bgl", "--input", pattern]
+
+    tables = ("bronze.raw_lines", "silver.events", "gold.windows", "gold.anomalies")
+
+    def counts() -> dict[str, int]:
+        return {t: lake.read(t, N2, "bgl").count() for t in tables}
+
+    assert main([*args, "--date", N2]) == 0
+    first = counts()
+    assert first["bronze.raw_lines"] == 500 and first["gold.anomalies"] == first["gold.windows"]
+    assert main([*args, "--date", N2]) == 0
+    assert counts() == first  # every stage replaced its partition
+    capsys.readouterr()
+    assert main([*args, "--date", N3]) == 0  # no file for N3
+    out = capsys.readouterr().out
+    assert "no raw files" in out
+    assert lake.read("gold.anomalies", N3, "bgl").count() == 0
+    assert counts() == first  # the night before was rebuilt from the same events
