@@ -58,6 +58,20 @@ def test_noise_alters_the_given_share_of_lines_and_never_a_session_key() -> None
     assert evaluate.add_noise(lines, 0.0, seed=3, keep=key) == lines
 
 
+def test_noise_never_touches_a_line_label_field(cfg: Config) -> None:
+    """BGL's first field is the dataset's label ('-' or an alert category), not log text:
+    altering it would relabel the line."""
+    from logcrnn.config import load_source
+
+    position = evaluate.label_position(load_source(cfg, "bgl"))
+    assert position == (0,)
+    assert evaluate.label_position(load_source(cfg, "hdfs")) == ()
+    lines = evaluate._read_lines(BGL_2K)
+    noisy = evaluate.add_noise(lines, 0.9, seed=1, protect=position)
+    assert sum(a != b for a, b in zip(lines, noisy, strict=True)) > 0.8 * len(lines)
+    assert [ln.split(" ")[0] for ln in lines] == [ln.split(" ")[0] for ln in noisy]
+
+
 def test_window_option_and_bad_specs() -> None:
     assert evaluate.parse_window("session") == {"kind": "session"}
     assert evaluate.parse_window("time:3600:600")["step_s"] == 600

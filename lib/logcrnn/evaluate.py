@@ -46,7 +46,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from logcrnn import ingest, mining, selection, windows
-from logcrnn.config import Config, load_source
+from logcrnn.config import Config, SourceSpec, load_source
 from logcrnn.errors import DataError, UsageError
 from logcrnn.features import FeatureStats, feature_names
 from logcrnn.lake import Lake
@@ -125,7 +125,11 @@ _TOKEN = re.compile(r"\S+")
 
 
 def add_noise(
-    lines: Sequence[str], rate: float, seed: int, keep: re.Pattern[str] | None = None
+    lines: Sequence[str],
+    rate: float,
+    seed: int,
+    keep: re.Pattern[str] | None = None,
+    protect: Sequence[int] = (),
 ) -> list[str]:
     """Token- and field-level noise: each line is altered with probability ``rate``.
 
@@ -133,7 +137,9 @@ def add_noise(
     word inserted, two neighbouring tokens swapped (token level), or one of its first three
     fields (date, time, level, node, ... in every Loghub header) replaced by a random word
     (field level, which may make the line unparseable: it is then kept and flagged by ingest).
-    Tokens matching ``keep`` (the session keys) are never touched, so labels stay valid.
+    Tokens matching ``keep`` (the session keys) and the tokens at the positions ``protect``
+    (a line label field such as BGL's first one: the dataset's annotation, not log text) are
+    never touched, so labels stay valid.
     """
     rng = random.Random(seed)
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -147,7 +153,11 @@ def add_noise(
             out.append(line)
             continue
         tokens = line.split(" ")
-        free = [i for i, t in enumerate(tokens) if t and not (keep and keep.search(t))]
+        free = [
+            i
+            for i, t in enumerate(tokens)
+            if t and i not in protect and not (keep and keep.search(t))
+        ]
         if not free:
             out.append(line)
             continue
@@ -530,6 +540,20 @@ def _threshold(detector: Any, valid: WindowArrays, scores: np.ndarray, metrics: 
     return float(metrics.best_f1_threshold(valid.label, scores))
 
 
+def label_position(spec: SourceSpec) -> tuple[int, ...]:
+    """The token position of a line-labelled source's label field (``(0,)`` for BGL's
+    ``<Label> <Timestamp> ...``): fields before it must be single placeholders, so that the
+    position holds in every line; ``()`` when there is no such field."""
+    if spec.label is None:
+        return ()
+    for i, token in enumerate(spec.format.split(" ")):
+        if token == f"<{spec.label.field}>":
+            return (i,)
+        if not re.fullmatch(r"<\w+>", token):
+            break
+    return ()
+
+
 def _noisy_night(
     spark: SparkSession, cfg: Config, lake: Lake, spec: EvalSpec, stats: FeatureStats
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -537,7 +561,9 @@ def _noisy_night(
     source_spec = load_source(cfg, spec.source)
     keys = [k.regex for k in source_spec.session_keys]
     keep = re.compile("|".join(f"(?:{k})" for k in keys)) if keys else None
-    noisy = add_noise(_read_lines(Path(spec.log)), spec.noise, spec.seed, keep)
+    noisy = add_noise(
+        _read_lines(Path(spec.log)), spec.noise, spec.seed, keep, label_position(source_spec)
+    )
     path = Path(lake.root).parent / "noisy.log"
     path.write_text("\n".join(noisy) + "\n", encoding="utf-8")
     ingest.run(spark, cfg, spec.source, [str(path)], NOISY_NIGHT, lake=lake)
