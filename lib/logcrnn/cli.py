@@ -131,23 +131,50 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print their figures")
     _common(p)
     _json_flag(p)
-    p.add_argument("what", choices=("ingest", "mine", "windows", "train"))
+    p.add_argument("what", choices=("ingest", "mine", "windows", "train", "score", "nightly"))
     p.add_argument(
         "--lines", type=int, default=None, help="default 10M; train: 200k (0: the sample)"
     )
     p.add_argument("--source", default="hdfs")
     p.add_argument("--from", dest="sample", default=None, help="sample to replay")
-    p.add_argument("--files", type=int, default=8, help="input files the lines are split into")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument(
+        "--files", type=int, default=8, help="input files the lines (score: windows) are split into"
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="runs of each variant (default 3; score, nightly: 1)",
+    )
+    p.add_argument("--windows", type=int, default=1_000_000, help="score: windows to score")
+    p.add_argument("--batch-size", type=int, default=1024, help="score: windows per forward pass")
+    p.add_argument(
+        "--threads",
+        default=None,
+        help="score: torch thread counts of the plain baseline (default: 1 and torch's default)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="nightly: a trained model (its gold.feature_stats in the --lake lake); default: "
+        "train one, untimed, on a synthetic labelled night of --train-lines lines",
+    )
+    p.add_argument(
+        "--train-lines", type=int, default=200_000, help="nightly: lines of the training night"
+    )
     p.add_argument("--workdir", default=".bench", help="scratch space for data and lakes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--baseline-lines", type=int, default=1_000_000, help="mine: lines for one Drain3"
     )
     p.add_argument(
-        "--labels", default=None, help="windows: the sample's label file (default: bundled)"
+        "--labels",
+        default=None,
+        help="windows, nightly: the sample's label file (default: bundled)",
     )
-    p.add_argument("--epochs", type=int, default=3, help="train: epochs per run")
+    p.add_argument(
+        "--epochs", type=int, default=3, help="train: epochs per run; nightly: of its model"
+    )
     p.add_argument("--np", default="1,2", help="train: worker counts to compare")
     p.add_argument("--engine", default="horovod", help="train: the distributed engine")
 
@@ -385,6 +412,46 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     sample = Path(args.sample) if args.sample else SAMPLE_DIR / "hdfs" / "HDFS_20000.log.gz"
     if args.lines is None:
         args.lines = 200_000 if args.what == "train" else 10_000_000
+    if args.repeat is None:
+        args.repeat = 1 if args.what in ("score", "nightly") else 3
+    if args.what == "score":
+        result = bench.bench_score(
+            cfg,
+            source=args.source,
+            windows=args.windows,
+            files=args.files,
+            repeat=args.repeat,
+            workdir=Path(args.workdir),
+            seed=args.seed,
+            batch_size=args.batch_size,
+            plain_threads=tuple(int(n) for n in args.threads.split(",") if n.strip())
+            if args.threads
+            else None,
+        )
+        if not args.json:
+            print(bench.format_score(result))
+        return result
+    if args.what == "nightly":
+        labels = Path(args.labels) if args.labels else None
+        if labels is None and not args.sample:
+            labels = SAMPLE_DIR / "hdfs" / "HDFS_20000.anomaly_label.csv"
+        result = bench.bench_nightly(
+            cfg,
+            source=args.source,
+            sample=sample,
+            labels=labels,
+            lines=args.lines,
+            files=args.files,
+            repeat=args.repeat,
+            workdir=Path(args.workdir),
+            seed=args.seed,
+            train_lines=args.train_lines,
+            epochs=args.epochs,
+            model=Path(args.model) if args.model else None,
+        )
+        if not args.json:
+            print(bench.format_nightly(result))
+        return result
     if args.what == "train":
         labels = Path(args.labels) if args.labels else None
         if labels is None and not args.sample:

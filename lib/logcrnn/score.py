@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from logcrnn.config import Config, load_source
@@ -172,6 +172,22 @@ def top_templates(
     ]
 
 
+def score_windows(spark: SparkSession, windows: DataFrame, scorer: Scorer) -> DataFrame:
+    """Windows (at least :data:`INPUT_COLUMNS`) -> results (:data:`OUTPUT_DDL`), lazily.
+
+    The scorer is broadcast once; each Arrow batch goes through :func:`score_frame` in an
+    iterator UDF (``mapInPandas``).
+    """
+    bscorer = spark.sparkContext.broadcast(scorer)
+
+    def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        local = bscorer.value
+        for pdf in batches:
+            yield score_frame(pdf, local)
+
+    return windows.select(*INPUT_COLUMNS).mapInPandas(predict, OUTPUT_DDL)  # type: ignore[arg-type]
+
+
 @dataclass
 class ScoreReport:
     source: str
@@ -237,14 +253,7 @@ def score_night(
     if windows is None:
         rows = spark.createDataFrame([], OUTPUT_DDL)
     else:
-        bscorer = spark.sparkContext.broadcast(scorer)
-
-        def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            local = bscorer.value
-            for pdf in batches:
-                yield score_frame(pdf, local)
-
-        rows = windows.select(*INPUT_COLUMNS).mapInPandas(predict, OUTPUT_DDL)  # type: ignore[arg-type]
+        rows = score_windows(spark, windows, scorer)
     out = rows.select(
         F.lit(night).alias("night"),
         F.lit(source).alias("source"),
