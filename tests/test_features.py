@@ -17,6 +17,7 @@ from logcrnn.features import (
     build_context,
     feature_names,
     tokenize,
+    vocabulary_indices,
     window_features,
 )
 from logcrnn.selection import _mi, combine
@@ -180,6 +181,30 @@ def test_fitted_statistics_give_sequence_counts_semantics_and_z_scores() -> None
     )
     assert back.names == names and back.vocab == stats.vocab
     assert back.mean == pytest.approx(stats.mean) and back.tokens.keys() == stats.tokens.keys()
+
+
+def test_a_template_generalised_after_training_keeps_its_vocabulary_index() -> None:
+    # the model learned "x" (index 2) and "y" (3); on a later night Drain3 generalised "x"
+    # into "x2" and merged "y" and "y_b" into "y2"; "z" is new
+    vocab = {"x": 2, "y": 3, "y_b": 4}
+    ids = ["x", "x2", "y", "y2", "y_b", "z"]
+    current = ["x2", "x2", "y2", "y2", "y2", "z"]
+    assert vocabulary_indices(ids, current, vocab) == [2, 2, 3, 3, 4, 1]
+    # through build_context: events carrying the new id read as the learned template
+    names = feature_names((2,))
+    stats = FeatureStats(
+        night=date(2008, 11, 9), train_from=date(2008, 11, 9), train_to=date(2008, 11, 9),
+        names=names, mean=np.zeros(len(names)), std=np.ones(len(names)),
+        vocab={"x": 2}, vocab_counts={"x": 5}, tokens={},
+    )  # fmt: skip
+    templates = [
+        SimpleNamespace(template_id="x", current_id="x2", template="a b", total_count=5),
+        SimpleNamespace(template_id="x2", current_id="x2", template="a <*>", total_count=7),
+    ]
+    ctx = build_context(templates, 3, (2,), date(2008, 11, 9), stats)
+    out = window_features(_batch([("w", [_ev(1, 1, "x2"), _ev(2, 2, "x")])]), ctx)
+    assert out.column("sequence")[0].as_py() == [2, 2, 0]
+    assert out.column("counts")[0].as_py() == [0, 0, 2]
 
 
 class _Row(dict):  # type: ignore[type-arg]

@@ -203,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default=None, help="folder for the report, curves, matrices")
     p.add_argument("--workdir", default=None, help="keep the scratch lake here")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="leave the test part out unread; report on the training part's own last 20%%",
+    )
 
     p = sub.add_parser("score", help="gold.windows of a night -> gold.anomalies")
     _common(p)
@@ -566,13 +571,15 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         out=Path(args.out) if args.out else None,
         work=Path(args.workdir) if args.workdir else None,
+        dev=args.dev,
     )
     with spark_session("evaluate", cfg.spark) as spark:
         report = evaluate.run(spark, cfg, spec)
     if not args.json:
         print(
             f"{report.source} {report.protocol} ({report.window}"
-            f"{f', noise {report.noise}' if report.noise else ''}): {report.lines} lines, "
+            f"{f', noise {report.noise}' if report.noise else ''}"
+            f"{', dev hold-out' if report.dev else ''}): {report.lines} lines, "
             f"{report.windows} windows; train {report.train}, valid {report.valid}, test "
             f"{report.test} ({report.test_anomalies} anomalous); {report.seconds:.0f}s"
         )

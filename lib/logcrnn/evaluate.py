@@ -77,6 +77,7 @@ class EvalSpec:
     seed: int = 42
     out: Path | None = None
     work: Path | None = None
+    dev: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -231,6 +232,8 @@ class EvalReport:
     chosen_features: list[str]
     results: list[ModelResult]
     seconds: float = 0.0
+    #: the figures are on the training part's own hold-out (``--dev``), not the test part
+    dev: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -267,19 +270,33 @@ def _scratch_config(cfg: Config, spec: EvalSpec, folder: Path) -> Config:
 
 
 def split(
-    start: np.ndarray, label: np.ndarray, protocol: str, seed: int
+    start: np.ndarray, label: np.ndarray, protocol: str, seed: int, dev: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions of the training, validation and test windows.
 
-    ``chrono``: the earliest 80% by ``start`` (ties by position) train, the rest test;
-    ``random``: a seeded 80/20 draw.  Validation: 20% of the training part, stratified by
-    label and seeded, in both protocols.
+    ``chrono``: the earliest 80% by ``start`` (ties by position) train, the rest test; the
+    validation slice is the latest 20% of the training part, so the early stopping and the
+    thresholds meet the drift of time before the test does, as they would on a new night.
+    ``random``: a seeded 80/20 draw, and a validation slice of 20% of the training part,
+    stratified by label and seeded.
+
+    ``dev``: the test part is left out unread and the training part is split again in the
+    same way; its last (or drawn) 20% stands in as the test part.  Model and setting choices
+    are made on those figures, never on the real test part.
     """
     n = len(label)
     rng = np.random.default_rng(seed)
     order = np.lexsort((np.arange(n), start)) if protocol == "chrono" else rng.permutation(n)
     cut = int(round(n * TRAIN_SHARE))
     train_all, test = order[:cut], np.sort(order[cut:])
+    if dev:
+        inner = np.sort(train_all)
+        tr, va, te = split(start[inner], label[inner], protocol, seed)
+        return inner[tr], inner[va], inner[te]
+    if protocol == "chrono":
+        take = int(round(len(train_all) * VALID_SHARE))
+        valid = np.sort(train_all[len(train_all) - take :])
+        return np.sort(train_all[: len(train_all) - take]), valid, test
     valid_parts = []
     for cls in (0, 1):
         members = train_all[label[train_all] == cls]
@@ -377,7 +394,7 @@ def run(spark: SparkSession, cfg: Config, spec: EvalSpec) -> EvalReport:
             raise DataError(f"{spec.log}: no window has a label")
         start = np.array([r["start_ts"].timestamp() if r["start_ts"] else np.inf for r in labelled])
         label = np.array([int(r["label"]) for r in labelled])
-        train_pos, valid_pos, test_pos = split(start, label, spec.protocol, spec.seed)
+        train_pos, valid_pos, test_pos = split(start, label, spec.protocol, spec.seed, spec.dev)
         fit_ids = [labelled[i]["window_id"] for i in np.concatenate([train_pos, valid_pos])]
         log.info("split: %d train, %d valid, %d test windows",
                  len(train_pos), len(valid_pos), len(test_pos))  # fmt: skip
@@ -466,6 +483,7 @@ def run(spark: SparkSession, cfg: Config, spec: EvalSpec) -> EvalReport:
             source=spec.source,
             log=str(spec.log),
             protocol=spec.protocol,
+            dev=spec.dev,
             window=spec.window or source_spec.windows.kind,
             noise=spec.noise,
             seed=spec.seed,
@@ -605,7 +623,8 @@ def write_report(
                 ax.plot(rec, prec, label=name)
                 ax.set_xlabel("recall")
                 ax.set_ylabel("precision")
-        ax.set_title(f"{report.source} {report.protocol}: {kind.upper()} (test windows)")
+        part = "dev hold-out" if report.dev else "test windows"
+        ax.set_title(f"{report.source} {report.protocol}: {kind.upper()} ({part})")
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / f"{kind}.png", dpi=110)
@@ -625,7 +644,8 @@ def write_report(
     plt.close(fig)
     lines = [
         f"# {report.source}: {report.protocol} split, windows {report.window}"
-        + (f", noise {report.noise}" if report.noise else ""),
+        + (f", noise {report.noise}" if report.noise else "")
+        + (" (dev: the test part is the training part's own hold-out)" if report.dev else ""),
         "",
         f"Log `{report.log}`: {report.lines} lines, {report.windows} windows "
         f"({report.unlabelled_windows} unlabelled, left out). Train {report.train}, "

@@ -199,6 +199,28 @@ class FeatureContext:
     std: np.ndarray | None = None
 
 
+def vocabulary_indices(
+    ids: Sequence[str], current: Sequence[str], vocab: Mapping[str, int]
+) -> list[int]:
+    """The vocabulary index of each template id (1: unknown), through generalisations.
+
+    ``current[i]`` is the id ``ids[i]`` resolves to today.  An id the model learned keeps its
+    index even after Drain3 generalised its template; a newer id takes the index of the
+    learned id it now stands for (the lowest index, i.e. the most frequent in training, when
+    several learned templates were merged into one).  Without this, every line of a template
+    generalised after training would read as unknown to the model.
+    """
+    by_current: dict[str, int] = {}
+    for tid, cur in zip(ids, current, strict=True):
+        idx = vocab.get(tid)
+        if idx is not None:
+            by_current[cur] = min(idx, by_current.get(cur, idx))
+    return [
+        vocab.get(tid) or vocab.get(cur) or by_current.get(cur, 1)
+        for tid, cur in zip(ids, current, strict=True)
+    ]
+
+
 def build_context(
     templates: Iterable[Any],
     seq_len: int,
@@ -233,7 +255,8 @@ def build_context(
     if stats is not None:
         size = stats.vector_size
         ctx["vocab_idx"] = np.array(
-            [stats.vocab.get(c.template_id, 1) for c in cur] + [1], dtype=np.int32
+            [*vocabulary_indices(ids, [c.template_id for c in cur], stats.vocab), 1],
+            dtype=np.int32,
         )
         ctx["counts_size"] = stats.counts_size
         ctx["semantic"] = np.vstack(
