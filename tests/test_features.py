@@ -16,6 +16,7 @@ from logcrnn.features import (
     FeatureStats,
     build_context,
     feature_names,
+    one_edit_apart,
     tokenize,
     vocabulary_indices,
     window_features,
@@ -205,6 +206,34 @@ def test_a_template_generalised_after_training_keeps_its_vocabulary_index() -> N
     out = window_features(_batch([("w", [_ev(1, 1, "x2"), _ev(2, 2, "x")])]), ctx)
     assert out.column("sequence")[0].as_py() == [2, 2, 0]
     assert out.column("counts")[0].as_py() == [0, 0, 2]
+
+
+def test_one_edit_apart_counts_a_replace_insert_delete_or_swap_as_one_edit() -> None:
+    t = "Receiving block <*> src: <*> dest: <*>".split()
+    assert one_edit_apart("Receiving block <*> src: <*> dest: <*>".split(), t)
+    assert one_edit_apart("Receiving bloxk <*> src: <*> dest: <*>".split(), t)  # replaced
+    assert one_edit_apart("Receiving block <*> src: qq <*> dest: <*>".split(), t)  # inserted
+    assert one_edit_apart("Receiving <*> src: <*> dest: <*>".split(), t)  # deleted
+    assert one_edit_apart("block Receiving <*> src: <*> dest: <*>".split(), t)  # swapped
+    assert one_edit_apart("Receiving block 12 src: a dest: b".split(), t)  # wildcards
+    assert not one_edit_apart("Deleting blocks <*> src: <*> dest: <*>".split(), t)
+    assert not one_edit_apart("Receiving block <*> src: <*>".split(), t)
+    assert not one_edit_apart("src: Receiving block <*> <*> dest: <*>".split(), t)
+
+
+def test_an_unseen_template_one_edit_from_a_learned_one_borrows_its_index() -> None:
+    vocab = {"recv": 2, "del": 3}
+    texts = {
+        "recv": "Receiving block <*> src: <*> dest: <*>",
+        "del": "Deleting block <*> file <*>",
+        "noisy": "Receiving block <*> qwzk src: <*> dest: <*>",
+        "new": "Verification succeeded for <*>",
+        "short": "Deleting <*> file",
+    }
+    ids = ["recv", "noisy", "new", "short"]
+    assert vocabulary_indices(ids, ids, vocab) == [2, 1, 1, 1]
+    # "short" is one edit from "del" too, but has fewer than 4 tokens
+    assert vocabulary_indices(ids, ids, vocab, texts) == [2, 2, 1, 1]
 
 
 class _Row(dict):  # type: ignore[type-arg]

@@ -92,6 +92,8 @@ class FeatureSettings:
     ``word2vec_size`` / ``word2vec_iterations``: the token embeddings of Eq. 1 (Spark MLlib).
     ``top_k``: features kept by selection; ``mi_bins``: quantile bins for mutual information;
     ``rf_trees`` / ``rf_depth``: the random forest; ``seed``: every random choice.
+    ``nearest_template``: a template outside the model's vocabulary reads as the learned
+    template one token edit away, if any (:func:`logcrnn.features.vocabulary_indices`).
     """
 
     seq_len: int = 50
@@ -104,6 +106,7 @@ class FeatureSettings:
     rf_trees: int = 50
     rf_depth: int = 6
     seed: int = 42
+    nearest_template: bool = False
 
     def __post_init__(self) -> None:
         if self.seq_len <= 0 or self.word2vec_size <= 0 or self.top_k <= 0:

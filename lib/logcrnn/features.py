@@ -199,8 +199,40 @@ class FeatureContext:
     std: np.ndarray | None = None
 
 
+#: the wildcard of a Drain3 template (logcrnn.templates.WILDCARD, not imported: no drain3 here)
+_WILDCARD = "<*>"
+
+#: an unseen template shorter than this never borrows a learned template's index
+NEAREST_MIN_TOKENS = 4
+
+
+def _same(a: str, b: str) -> bool:
+    return a in (b, _WILDCARD) or b == _WILDCARD
+
+
+def one_edit_apart(a: Sequence[str], b: Sequence[str]) -> bool:
+    """True when token lists ``a`` and ``b`` differ by at most one edit: a token replaced,
+    inserted or deleted, or two neighbouring tokens swapped (a wildcard matches any token)."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not _same(x, y)]
+        if len(diff) <= 1:
+            return True
+        i = diff[0]
+        return diff == [i, i + 1] and _same(a[i], b[i + 1]) and _same(a[i + 1], b[i])
+    long, short = (a, b) if len(a) > len(b) else (b, a)
+    i = 0
+    while i < len(short) and _same(long[i], short[i]):
+        i += 1
+    return all(_same(x, y) for x, y in zip(long[i + 1 :], short[i:], strict=True))
+
+
 def vocabulary_indices(
-    ids: Sequence[str], current: Sequence[str], vocab: Mapping[str, int]
+    ids: Sequence[str],
+    current: Sequence[str],
+    vocab: Mapping[str, int],
+    texts: Mapping[str, str] | None = None,
 ) -> list[int]:
     """The vocabulary index of each template id (1: unknown), through generalisations.
 
@@ -209,16 +241,44 @@ def vocabulary_indices(
     learned id it now stands for (the lowest index, i.e. the most frequent in training, when
     several learned templates were merged into one).  Without this, every line of a template
     generalised after training would read as unknown to the model.
+
+    ``texts`` (template id -> template text), when given, lets a template still unknown
+    after that borrow the index of a learned template one token edit away
+    (:func:`one_edit_apart`; the most frequent in training if several are), when it has at
+    least :data:`NEAREST_MIN_TOKENS` tokens: a message whose text changed by a word (a new
+    version's wording, a corrupted line) reads as the event it is, not as a new kind of event.
     """
     by_current: dict[str, int] = {}
     for tid, cur in zip(ids, current, strict=True):
         idx = vocab.get(tid)
         if idx is not None:
             by_current[cur] = min(idx, by_current.get(cur, idx))
-    return [
+    out = [
         vocab.get(tid) or vocab.get(cur) or by_current.get(cur, 1)
         for tid, cur in zip(ids, current, strict=True)
     ]
+    if texts is None:
+        return out
+    learned = sorted(
+        (idx, texts[tid].split()) for tid, idx in vocab.items() if texts.get(tid) is not None
+    )
+    nearest: dict[str, int] = {}
+    for i, (tid, cur) in enumerate(zip(ids, current, strict=True)):
+        if out[i] != 1:
+            continue
+        text = texts.get(cur) or texts.get(tid)
+        if text is None:
+            continue
+        if text not in nearest:
+            tokens = text.split()
+            nearest[text] = 1
+            if len(tokens) >= NEAREST_MIN_TOKENS:
+                for idx, other in learned:
+                    if one_edit_apart(tokens, other):
+                        nearest[text] = idx
+                        break
+        out[i] = nearest[text]
+    return out
 
 
 def build_context(
@@ -227,12 +287,14 @@ def build_context(
     scales: Sequence[int],
     night: date | None,
     stats: FeatureStats | None,
+    nearest: bool = False,
 ) -> FeatureContext:
     """The context for one night from its ``silver.templates`` rows and the fitted stats.
 
     A template id that Drain3 generalised since (``current_id`` differs) takes its current
     template's count, vocabulary index and vector.  Rarity is ``-log p`` with add-one
-    smoothing over the counts of all nights mined so far.
+    smoothing over the counts of all nights mined so far.  ``nearest``: a template outside
+    the vocabulary may read as a learned one a token edit away (:func:`vocabulary_indices`).
     """
     rows = list(templates)
     by_id = {r.template_id: r for r in rows}
@@ -255,7 +317,15 @@ def build_context(
     if stats is not None:
         size = stats.vector_size
         ctx["vocab_idx"] = np.array(
-            [*vocabulary_indices(ids, [c.template_id for c in cur], stats.vocab), 1],
+            [
+                *vocabulary_indices(
+                    ids,
+                    [c.template_id for c in cur],
+                    stats.vocab,
+                    {r.template_id: r.template or "" for r in rows} if nearest else None,
+                ),
+                1,
+            ],
             dtype=np.int32,
         )
         ctx["counts_size"] = stats.counts_size

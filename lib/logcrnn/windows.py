@@ -542,7 +542,14 @@ def build_windows(
             "run logcrnn select-features again"
         )
     templates = lake.read(TEMPLATES, night, source).collect() if lake.exists(TEMPLATES) else []
-    ctx = build_context(templates, cfg.features.seq_len, cfg.features.scales, night, stats)
+    ctx = build_context(
+        templates,
+        cfg.features.seq_len,
+        cfg.features.scales,
+        night,
+        stats,
+        nearest=cfg.features.nearest_template,
+    )
 
     events = lake.read(EVENTS, night, source)
     span = cfg.features.neighbour_nights if spec.windows.kind != "count" else 0
