@@ -11,9 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from logcrnn import features
 from logcrnn.features import (
     FeatureContext,
     FeatureStats,
+    batches_features,
     build_context,
     feature_names,
     one_edit_apart,
@@ -136,6 +138,58 @@ def test_line_labels_any_bad_line_makes_the_window_anomalous() -> None:
     )
     out = window_features(batch, _ctx())
     assert out.column("line_label").to_pylist() == [1, 0, None]
+
+
+def _event_rows(windows: list[tuple[str, list[dict[str, Any]]]],
+                labels: dict[str, int]) -> pa.RecordBatch:  # fmt: skip
+    """Rows shaped like windows.window_events': a label row amid its window's event rows."""
+    rows: list[dict[str, Any]] = []
+    keys = [k for k, _ in windows] + [k for k in labels if k not in dict(windows)]
+    for key in keys:
+        evs = [{**e, "file_label": None} for e in dict(windows).get(key, [])]
+        if key in labels:
+            label_row = {**dict.fromkeys(f.name for f in EVENT), "file_label": labels[key]}
+            evs.insert(len(evs) // 2, label_row)
+        rows += [{"kind": "session", "key": key, "grid_start": 0, "untimed": False, **e}
+                 for e in evs]  # fmt: skip
+    schema = pa.schema([("kind", pa.string()), ("key", pa.string()), ("grid_start", pa.int64()),
+                        ("untimed", pa.bool_()), *EVENT, ("file_label", pa.int32())])  # fmt: skip
+    return pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+def test_flat_event_rows_in_any_batches_give_the_windows_of_event_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    windows = [
+        ("w1", [_ev(5, 1, "a"), _ev(1, 2, "b", lvl=2), _ev(3, 3, "c"), _ev(2, 4, "a")]),
+        ("w2", [_ev(7, 5, "b", bad=True)]),
+        (
+            "w3",
+            [
+                _ev(4, 6, "c", nparams=2),
+                _ev(None, 7, "a"),
+                _ev(9, 8, "b"),
+                _ev(1, 9, "b"),
+                _ev(6, 10, "a"),
+                _ev(2, 11, "c"),
+            ],
+        ),  # fmt: skip
+        ("w4", [_ev(3, 12, "a"), _ev(3, 13, "zzz")]),
+    ]
+    labels = {"w1": 1, "w3": 0, "only_a_label": 1}
+    lists = _batch(windows)
+    nested = pa.RecordBatch.from_arrays(
+        [*lists.columns, pa.array([labels.get(k) for k, _ in windows], pa.int32())],
+        names=[*lists.schema.names, "file_label"],
+    )
+    expected = window_features(nested, _ctx()).to_pylist()
+    rows = _event_rows(windows, labels)
+    # Spark's Arrow batches cut windows anywhere; few rows per features call force cuts too
+    monkeypatch.setattr(features, "BATCH_ROWS", 3)
+    for size in (1, 2, 3, 5, rows.num_rows):
+        batches = [rows.slice(i, size) for i in range(0, rows.num_rows, size)]
+        out = [r for b in batches_features(_ctx())(iter(batches)) for r in b.to_pylist()]
+        assert sorted(out, key=lambda r: r["key"]) == expected, size
 
 
 def test_fitted_statistics_give_sequence_counts_semantics_and_z_scores() -> None:

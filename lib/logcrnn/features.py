@@ -376,19 +376,25 @@ def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatc
     """Features of a batch of windows (Arrow in, Arrow out; see :data:`OUTPUT_DDL`).
 
     ``batch``: ``kind, key, grid_start``, optionally ``file_label`` (passed through), and
-    ``events``, a list per window of structs
-    ``ts`` (int64 µs since the epoch, null if unknown), ``night`` (int32 days), ``seq``
-    (int64: file rank << 40 | line number), ``tid`` (template id), ``lvl`` (int8: 2 error,
-    1 warning, 0 other), ``np`` (int32 parameters), ``bad`` (bool, null if unlabelled), in any
+    ``events``, a list per window of structs with the fields of :data:`EVENT_FIELDS`, in any
     order.  Events are ordered by (ts, night, seq); a window with any event lacking a timestamp
     is ordered by (night, seq) and marked ``line_order``.  ``first_seq`` / ``last_seq``: the
     ``seq`` of the window's first and last event in that order (where an analyst finds them).
     """
-    w = batch.num_rows
+    if batch.num_rows == 0:
+        return _empty_output()
     events = batch.column("events")
     offs = np.asarray(events.offsets, dtype=np.int64)
-    offs = offs - offs[0]
     flat = events.flatten()
+    fields = pa.RecordBatch.from_arrays(flat.flatten(), names=[f.name for f in flat.type])
+    return _features(batch, offs - offs[0], fields, ctx)
+
+
+def _features(
+    windows: pa.RecordBatch, offs: np.ndarray, flat: pa.RecordBatch, ctx: FeatureContext
+) -> pa.RecordBatch:
+    """:func:`window_features` of windows whose events are ``flat[offs[i]:offs[i + 1]]``."""
+    w = windows.num_rows
     n = np.diff(offs)
     if w == 0 or (n <= 0).any():
         if w == 0:
@@ -399,20 +405,20 @@ def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatc
     total = int(offs[-1])
     row = np.repeat(np.arange(w), n)
 
-    ts_col = flat.field("ts")
+    ts_col = flat.column("ts")
     ts_null = ts_col.is_null().to_numpy(zero_copy_only=False)
     line_order = np.logical_or.reduceat(ts_null, starts)
     ts = ts_col.fill_null(0).to_numpy().astype(np.int64)
     ts = np.where(line_order[row], 0, ts)
-    night = flat.field("night").to_numpy().astype(np.int64)
-    seq = flat.field("seq").to_numpy().astype(np.int64)
+    night = flat.column("night").to_numpy().astype(np.int64)
+    seq = flat.column("seq").to_numpy().astype(np.int64)
     order = np.lexsort((seq, night, ts, row))
     ts, night, seq = ts[order], night[order], seq[order]
     take = pa.array(order)
-    tid = flat.field("tid").take(take)
-    lvl = flat.field("lvl").to_numpy().astype(np.int8)[order]
-    nparams = flat.field("np").to_numpy().astype(np.float64)[order]
-    bad_col = flat.field("bad").take(take)
+    tid = flat.column("tid").take(take)
+    lvl = flat.column("lvl").to_numpy().astype(np.int8)[order]
+    nparams = flat.column("np").to_numpy().astype(np.float64)[order]
+    bad_col = flat.column("bad").take(take)
 
     t = len(ctx.known_ids)
     known = pc.index_in(tid, value_set=pa.array(ctx.known_ids, type=pa.string()))
@@ -502,9 +508,9 @@ def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatc
     any_bad = np.logical_or.reduceat(bad_true & bad_known, starts)
     out = pa.RecordBatch.from_arrays(
         [
-            batch.column("kind"),
-            batch.column("key"),
-            batch.column("grid_start"),
+            windows.column("kind"),
+            windows.column("key"),
+            windows.column("grid_start"),
             pa.array(ts[starts], type=pa.int64(), mask=line_order).cast(TS_TYPE),
             pa.array(ts[ends], type=pa.int64(), mask=line_order).cast(TS_TYPE),
             pa.array(line_order),
@@ -517,8 +523,8 @@ def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatc
             features_std,
             pa.array(any_bad.astype(np.int32), mask=~any_known),
             (
-                batch.column("file_label").cast(pa.int32())
-                if "file_label" in batch.schema.names
+                windows.column("file_label").cast(pa.int32())
+                if "file_label" in windows.schema.names
                 else pa.nulls(w, pa.int32())
             ),
             pa.array(seq[starts], type=pa.int64()),
@@ -557,12 +563,121 @@ def _empty_output() -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist([], schema=pa.schema(list(types.items())))
 
 
+#: The fields of an event, flat in the rows of :func:`logcrnn.windows.window_events` and a
+#: struct in :func:`window_features`' lists: ``ts`` (int64 µs since the epoch, null if
+#: unknown), ``night`` (int32 days), ``seq`` (int64: file rank << 40 | line number), ``tid``
+#: (template id), ``lvl`` (int8: 2 error, 1 warning, 0 other), ``np`` (int32 parameters),
+#: ``bad`` (bool, null if unlabelled).
+EVENT_FIELDS = ("ts", "night", "seq", "tid", "lvl", "np", "bad")
+
+#: The columns whose values tell one window's rows from the next one's.
+WINDOW_KEY = ("kind", "key", "grid_start", "untimed")
+
+#: Rows gathered before the complete windows among them go through the features at once (few
+#: numpy calls per window batch, whatever the size of Spark's Arrow batches).
+BATCH_ROWS = 1 << 16
+
+
+def _window_starts(batch: pa.RecordBatch, before: pa.RecordBatch | None) -> np.ndarray:
+    """True at each row of ``batch`` that starts a window: its ``WINDOW_KEY`` differs from the
+    row before it (the last row of ``before``; a first row without one starts a window)."""
+    n = batch.num_rows
+    new = np.zeros(n, dtype=bool)
+    for name in WINDOW_KEY:
+        col = batch.column(name)
+        if before is not None and before.num_rows:
+            col = pa.concat_arrays([before.column(name).slice(before.num_rows - 1), col])
+        if len(col) < 2:
+            continue
+        a, b = col.slice(1), col.slice(0, len(col) - 1)
+        same = pc.or_kleene(pc.equal(a, b), pc.and_(a.is_null(), b.is_null()))
+        new[n - len(a) :] |= ~same.fill_null(False).to_numpy(zero_copy_only=False)
+    if before is None or not before.num_rows:
+        new[0] = True
+    return new
+
+
+def event_rows_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatch:
+    """Features of the windows whose rows make up ``batch`` (see :data:`OUTPUT_DDL`).
+
+    ``batch``: rows of :func:`logcrnn.windows.window_events`, each window's rows next to each
+    other and all of them in the batch: ``WINDOW_KEY`` columns, the :data:`EVENT_FIELDS` and
+    ``file_label``.  A row with a ``file_label`` is a session key's label, not an event: the
+    window takes the largest such label, and a window with labels but no event is dropped.
+    Events are ordered as in :func:`window_features`.
+    """
+    if batch.num_rows == 0:
+        return _empty_output()
+    new = _window_starts(batch, None)
+    gid = np.cumsum(new) - 1
+    g = int(gid[-1]) + 1
+    label_col = batch.column("file_label")
+    is_label = label_col.is_valid().to_numpy(zero_copy_only=False)
+    label = np.full(g, -1, dtype=np.int64)
+    if is_label.any():
+        values = label_col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        np.maximum.at(label, gid[is_label], values[is_label])
+    n = np.bincount(gid[~is_label], minlength=g)
+    keep = n > 0
+    if not keep.any():
+        return _empty_output()
+    first = pa.array(np.flatnonzero(new)[keep])
+    windows = pa.RecordBatch.from_arrays(
+        [
+            *(batch.column(name).take(first) for name in ("kind", "key", "grid_start")),
+            pa.array(label[keep], type=pa.int32(), mask=label[keep] < 0),
+        ],
+        names=["kind", "key", "grid_start", "file_label"],
+    )
+    events = batch.select(list(EVENT_FIELDS))
+    if is_label.any():
+        events = events.filter(pa.array(~is_label))
+    offs = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+    np.cumsum(n[keep], out=offs[1:])
+    return _features(windows, offs, events, ctx)
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
 def batches_features(ctx: FeatureContext) -> Any:
-    """The ``mapInArrow`` function applying :func:`window_features` to every batch."""
+    """The ``mapInArrow`` function: rows of :func:`logcrnn.windows.window_events` in, one
+    row of features per window out (:func:`event_rows_features`).
+
+    A partition's rows come window by window, but a window may span Spark's Arrow batches:
+    rows are gathered until :data:`BATCH_ROWS`, and the windows known to be complete (all
+    but the last, which may go on in the next batch) go through the features together.
+    """
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        # pending batches, each with the index of its last window start (-1: none)
+        pending: list[tuple[pa.RecordBatch, int]] = []
+        rows = 0
         for batch in batches:
-            if batch.num_rows:
-                yield window_features(batch, ctx)
+            if not batch.num_rows:
+                continue
+            starts = np.flatnonzero(_window_starts(batch, pending[-1][0] if pending else None))
+            pending.append((batch, int(starts[-1]) if len(starts) else -1))
+            rows += batch.num_rows
+            if rows < BATCH_ROWS:
+                continue
+            # the last window start with rows before it: every window before it is complete
+            cut = next(
+                (j for j in range(len(pending) - 1, -1, -1) if pending[j][1] > 0 or
+                 (pending[j][1] == 0 and j > 0)),
+                None,
+            )  # fmt: skip
+            if cut is None:
+                continue
+            part, at = pending[cut]
+            done = [b for b, _ in pending[:cut]] + ([part.slice(0, at)] if at else [])
+            pending = [(part.slice(at), 0), *pending[cut + 1 :]]
+            rows = sum(b.num_rows for b, _ in pending)
+            yield event_rows_features(_concat(done), ctx)
+        if pending:
+            yield event_rows_features(_concat([b for b, _ in pending]), ctx)
 
     return run

@@ -50,7 +50,9 @@ from pyspark.sql import functions as F
 from logcrnn.config import Config, SourceSpec, WindowsSpec, load_source
 from logcrnn.errors import DataError, UsageError
 from logcrnn.features import (
+    EVENT_FIELDS,
     OUTPUT_DDL,
+    WINDOW_KEY,
     FeatureContext,
     FeatureStats,
     batches_features,
@@ -74,7 +76,7 @@ LINE_BITS = 40
 
 #: The grouping columns of assigned events; ``untimed`` separates the line-ordered stream of
 #: events without timestamps from the timed one in time/count windows.
-GROUP = ("kind", "key", "grid_start", "untimed")
+GROUP = WINDOW_KEY
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,36 +321,46 @@ def line_refs(spark: SparkSession, ranks: dict[str, int]) -> list[Column]:
     return out
 
 
-def group_windows(assigned: DataFrame, labels: DataFrame | None = None) -> DataFrame:
-    """One row per window: its events' structs (unsorted: the feature step sorts them).
+def window_events(assigned: DataFrame, labels: DataFrame | None = None) -> DataFrame:
+    """Assigned rows -> one flat row per (window, event), each window's rows together.
 
-    ``labels`` (``key, file_label``) ride in the same shuffle as rows without an event, so
-    session windows get their file label without a second join of the wide window rows;
-    groups that only hold a label (a key this night has no event of) are dropped.
+    Columns: ``GROUP``, the event fields (``EVENT_FIELDS``, from ``e``) and ``file_label``.
+    The rows are hash-partitioned by window and sorted by window within each partition, so
+    a window's rows arrive in one run of one partition (in no particular event order: the
+    feature step sorts them).  Flat rows of primitive columns shuffle and sort in Spark's
+    binary format and reach Python as flat Arrow columns, where a ``collect_list`` of
+    structs would build, serialise and convert one nested list per window.
+
+    ``labels`` (``key, file_label``) ride in the same shuffle as rows without an event (and
+    with a ``file_label``, which event rows lack), so session windows get their file label
+    without a second join of the wide window rows.
     """
-    if labels is None:
-        return assigned.groupBy(*GROUP).agg(
-            F.collect_list("e").alias("events"), F.lit(None).cast("int").alias("file_label")
+    rows = assigned.select(
+        *GROUP,
+        *[F.col("e")[name].alias(name) for name in EVENT_FIELDS],
+        F.lit(None).cast("int").alias("file_label"),
+    )
+    if labels is not None:
+        types = {f.name: f.dataType for f in rows.schema.fields}
+        label_rows = labels.select(
+            F.lit("session").alias("kind"),
+            "key",
+            F.lit(0).cast("long").alias("grid_start"),
+            F.lit(False).alias("untimed"),
+            *[F.lit(None).cast(types[name]).alias(name) for name in EVENT_FIELDS],
+            F.col("file_label").cast("int").alias("file_label"),
         )
-    no_event = F.lit(None).cast(assigned.schema["e"].dataType)
-    label_rows = labels.select(
-        F.lit("session").alias("kind"),
-        "key",
-        F.lit(0).cast("long").alias("grid_start"),
-        F.lit(False).alias("untimed"),
-        no_event.alias("e"),
-        F.col("file_label").cast("int").alias("file_label"),
-    )
-    rows = assigned.withColumn("file_label", F.lit(None).cast("int")).unionByName(label_rows)
-    grouped = rows.groupBy(*GROUP).agg(
-        F.collect_list("e").alias("events"), F.max("file_label").alias("file_label")
-    )
-    return grouped.where(F.size("events") > 0)
+        rows = rows.unionByName(label_rows)
+    # the hash orders windows with a radix sort on a long; the columns keep two windows
+    # whose hashes collide apart
+    window = F.xxhash64(*GROUP)
+    return rows.repartition(window).sortWithinPartitions(window, *GROUP)
 
 
-def window_rows(grouped: DataFrame, ctx: FeatureContext) -> DataFrame:
-    """Grouped windows -> features (``OUTPUT_DDL`` columns) on the executors, in Arrow."""
-    return grouped.drop("untimed").mapInArrow(batches_features(ctx), OUTPUT_DDL)
+def window_rows(rows: DataFrame, ctx: FeatureContext) -> DataFrame:
+    """:func:`window_events` rows -> features (``OUTPUT_DDL`` columns) on the executors, in
+    Arrow: one row per window holding at least one event."""
+    return rows.mapInArrow(batches_features(ctx), OUTPUT_DDL)
 
 
 def window_id(source: str) -> Column:
@@ -597,7 +609,7 @@ def build_windows(
         file_labels, label_report = read_session_labels(spark, labels, key_regex)
         phase("label file checked")
     assigned = assign_windows(night_rows, neighbour_rows, spec.windows, unkeyed, untimed)
-    built = window_rows(group_windows(assigned, file_labels), ctx)
+    built = window_rows(window_events(assigned, file_labels), ctx)
     if labels is not None:
         is_session = F.col("kind") == "session"
         label = F.when(is_session, F.col("file_label")).otherwise(F.col("line_label"))
