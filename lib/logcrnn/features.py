@@ -1,10 +1,13 @@
 """Window features: one pass of numpy over each Arrow batch of grouped windows.
 
-Spark groups every window's events into one list (``collect_list`` of a small struct, the same
-shuffle a plain sessionisation pays); :func:`window_features` then sorts the events of a whole
-batch of windows at once and computes every feature from that one sorted array with segmented
-numpy reductions, with no Python loop over windows or events.  It is a pure function of an
-Arrow batch and a :class:`FeatureContext`, tested without Spark.
+Spark shuffles one flat row per (window, event) and sorts each partition by window
+(:func:`logcrnn.windows.window_events`), so a window's rows arrive together;
+:func:`batches_features` gathers the complete windows of many Arrow batches and
+:func:`event_rows_features` sorts the events of all of them at once and computes every
+feature from that one sorted array with segmented numpy reductions, with no Python loop over
+windows or events.  :func:`window_features` does the same for windows given as lists of event
+structs.  All are pure functions of Arrow batches and a :class:`FeatureContext`, tested
+without Spark.
 
 The features (Eq. 1-3 and 5 of the seed paper):
 

@@ -431,7 +431,9 @@ def read_session_labels(
     bad_key = ~F.col("key").rlike(f"^(?:{key_regex})$") if key_regex else F.lit(False)
     per_key = rows.groupBy("key").agg(
         F.count(F.lit(1)).alias("n"),
-        F.countDistinct("value").alias("values"),
+        # min/max rather than countDistinct, whose plan expands every row
+        F.min("value").alias("lo"),
+        F.max("value").alias("hi"),
         F.max((F.col("value") == "anomaly").cast("int")).alias("file_label"),
         F.sum(bad_shape.cast("int")).alias("shape"),
         F.sum((~bad_shape & bad_value).cast("int")).alias("value"),
@@ -445,7 +447,7 @@ def read_session_labels(
         F.sum("bad_key").alias("key"),
         F.sum("anomalies").alias("anomalies"),
         F.sum(F.col("n") - 1).alias("dups"),
-        F.sum((F.col("values") > 1).cast("int")).alias("conflicts"),
+        F.sum((F.col("lo") != F.col("hi")).cast("int")).alias("conflicts"),
     ).first()
     assert checks is not None
     if not checks.n:
@@ -463,14 +465,16 @@ def read_session_labels(
     if checks.key:
         fail("an id that is not a session key", bad_key, checks.key)
     if checks.conflicts:
-        examples = per_key.where(F.col("values") > 1).select("key").limit(3).collect()
+        examples = per_key.where(F.col("lo") != F.col("hi")).select("key").limit(3).collect()
         raise DataError(
             f"{path}: {checks.conflicts} ids labelled both Normal and Anomaly, e.g. "
             + ", ".join(r.key for r in examples)
         )
     if checks.dups:
         log.warning("%s: %d duplicate label rows (same id, same label) ignored", path, checks.dups)
-    labels = per_key.select("key", "file_label")
+    # every row is valid now: the windows take the largest label of a key's rows, so the
+    # rows join the windows' shuffle as they are, without a second aggregation
+    labels = rows.select("key", (F.col("value") == "anomaly").cast("int").alias("file_label"))
     report = LabelReport(str(path), int(checks.n), int(checks.anomalies), int(checks.dups or 0))
     return labels, report
 
