@@ -237,6 +237,33 @@ def test_crnn_config_round_trip_and_errors() -> None:
         CRNNConfig(vocab_size=30, seq_len=50, n_features=0, sem_dim=0, dropout=1.0)
     with pytest.raises(DataError, match="template vectors of shape"):
         CRNN(cfg, np.zeros((29, 8)))
+    with pytest.raises(ConfigError, match="feature_clip"):
+        CRNNConfig(vocab_size=30, seq_len=50, n_features=0, sem_dim=0, feature_clip=-1.0)
+
+
+def test_numeric_features_beyond_the_clip_move_the_logit_no_further() -> None:
+    torch.manual_seed(0)
+    model = CRNN(CRNNConfig(vocab_size=10, seq_len=6, n_features=2, sem_dim=0)).eval()
+    assert model.config.feature_clip == 3.0
+    seq = torch.tensor([[2, 3, 4, 0, 0, 0]] * 4)
+    length = torch.tensor([3] * 4)
+    feats = torch.tensor([[0.0, 0.0], [3.0, -3.0], [40.0, -3.0], [3.0, -900.0]])
+    logit = model(seq, length, feats).logit
+    assert logit[1] == logit[2] == logit[3]
+    assert logit[0] != logit[1]
+    # without the clip the extreme rows differ
+    unclipped = CRNN(CRNNConfig.from_dict({**model.config.to_dict(), "feature_clip": 0.0}))
+    unclipped.load_state_dict(model.state_dict())
+    raw = unclipped.eval()(seq, length, feats).logit
+    assert raw[1] != raw[2] and raw[1] != raw[3]
+
+
+def test_a_model_saved_before_the_clip_existed_loads_unclipped() -> None:
+    model = CRNN(CRNNConfig(vocab_size=10, seq_len=6, n_features=2, sem_dim=0))
+    saved = model.config.to_dict()
+    del saved["feature_clip"]
+    assert CRNNConfig.from_saved(saved).feature_clip == 0.0
+    assert CRNN.from_bytes(model.to_bytes()).config.feature_clip == 3.0
 
 
 def test_crnn_bytes_round_trip() -> None:

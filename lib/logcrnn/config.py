@@ -130,6 +130,7 @@ class CRNNSettings:
     dropout: float = 0.1
     lambda_tc: float = 0.01
     lambda_reg: float = 1e-5
+    feature_clip: float = 3.0
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ class ArtifactMeta:
             return cls(
                 version=str(d["version"]),
                 source=str(d["source"]),
-                config=CRNNConfig.from_dict(d["config"]),
+                config=CRNNConfig.from_saved(d["config"]),
                 vocabulary={str(k): int(v) for k, v in dict(d["vocabulary"]).items()},
                 templates={str(k): str(v) for k, v in dict(d["templates"]).items()},
                 feature_names=tuple(str(x) for x in d["feature_names"]),
