@@ -447,6 +447,9 @@ def run(spark: SparkSession, cfg: Config, spec: EvalSpec) -> EvalReport:
             detector = baselines.make_detector(
                 name, template_vectors=vectors, seed=spec.seed, settings=settings
             )
+            if isinstance(detector, baselines.CRNNDetector):
+                # the CRNN's sizes and loss weights of the config (train.crnn, --set)
+                detector.config.update(dataclasses.asdict(cfg.train.crnn))
             t0 = time.perf_counter()
             detector.fit(train, valid)
             valid_scores = detector.score(valid)
