@@ -315,3 +315,17 @@ def test_mutual_information_and_rank_combination() -> None:
     assert [by[f]["score"] for f in "xyz"] == pytest.approx([2.2, 1.8, 2.0])
     assert [by[f]["rank"] for f in "xyz"] == [3, 1, 2]
     assert [by[f]["chosen"] for f in "xyz"] == [False, True, True]
+
+
+def test_scores_equal_but_for_float_noise_rank_by_feature_position() -> None:
+    # the same scores summed in another row order differ in the last bits only
+    mi = [0.0008, 0.0008 + 1e-16, 0.002]
+    rf = [0.1, 0.1 - 1e-15, 0.3]
+    by = {r["feature"]: r for r in combine(["a", "b", "c"], mi=mi, rf=rf, top_k=2)}
+    assert [by[f]["mi_rank"] for f in "abc"] == [2, 3, 1]
+    assert [by[f]["rf_rank"] for f in "abc"] == [2, 3, 1]
+    assert [by[f]["rank"] for f in "abc"] == [2, 3, 1]
+    # a real difference still orders them
+    by = {r["feature"]: r for r in combine(["a", "b", "c"], mi=[0.001, 0.0011, 0.002],
+                                           rf=rf, top_k=2)}  # fmt: skip
+    assert by["b"]["mi_rank"] == 2

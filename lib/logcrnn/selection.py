@@ -50,6 +50,8 @@ RF_WEIGHT = 0.4
 #: The random forest's input is hash-partitioned into this many sorted partitions, so that its
 #: bootstrap samples (seeded per partition) are the same on every run and cluster.
 RF_PARTITIONS = 4
+#: Scores are compared to this many decimals when ranked (see :func:`_ranks`).
+TIE_DECIMALS = 9
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,8 +223,15 @@ def rf_importance(labelled: DataFrame, settings: FeatureSettings) -> list[float]
 
 
 def _ranks(values: Sequence[float]) -> list[int]:
-    """1 for the largest value; ties broken by feature position."""
-    order = sorted(range(len(values)), key=lambda i: (-values[i], i))
+    """1 for the largest value; ties broken by feature position.
+
+    Values equal to :data:`TIE_DECIMALS` decimals are ties: the fitted statistics are sums
+    whose last bits depend on the order Spark added rows in, and a difference of 1e-16
+    between two features of equal score must not reorder the chosen features (and with
+    them every model's input) when only the table's row order changed.
+    """
+    rounded = [round(float(v), TIE_DECIMALS) for v in values]
+    order = sorted(range(len(values)), key=lambda i: (-rounded[i], i))
     ranks = [0] * len(values)
     for rank, i in enumerate(order, start=1):
         ranks[i] = rank
