@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,6 +58,40 @@ def test_dev_split_never_touches_the_test_part(protocol: str) -> None:
     assert len(dev) == 160
     if protocol == "chrono":
         assert start[dev].min() > max(start[valid].max(), start[train].max())
+
+
+def test_windows_reach_the_split_in_window_id_order_whatever_the_table_order(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from datetime import date
+
+    lake = Lake(spark, str(tmp_path / "lake"))
+    night = date(2008, 11, 9)
+    from logcrnn.schemas import WINDOWS_SCHEMA
+
+    filled: dict[str, Any] = {
+        "night": night,
+        "source": "hdfs",
+        "kind": "session",
+        "grid_start": 0,
+        "line_order": False,
+        "length": 1,
+        "template_ids": ["t"],
+        "sequence": [2],
+        "counts": [0, 0, 1],
+        "semantic": [],
+        "features": [],
+        "features_std": [],
+        "label": 0,
+    }
+    rows = [
+        tuple({**filled, "window_id": f"w{i}", "key": f"k{i}"}.get(f.name) for f in WINDOWS_SCHEMA)
+        for i in (3, 0, 4, 1, 2)
+    ]
+    frame = spark.createDataFrame(rows, WINDOWS_SCHEMA).repartition(3)
+    lake.write(frame, "gold.windows", night, "hdfs")
+    got = evaluate._collect(lake, "hdfs", night)
+    assert [r["window_id"] for r in got] == ["w0", "w1", "w2", "w3", "w4"]
 
 
 def test_noise_alters_the_given_share_of_lines_and_never_a_session_key() -> None:

@@ -320,7 +320,9 @@ def _collect(lake: Lake, source: str, night: date) -> list[dict[str, Any]]:
     cols = ["window_id", "kind", "key", "grid_start", "line_order", "start_ts", "length",
             "sequence", "counts", "semantic", "features_std", "label"]  # fmt: skip
     rows = lake.read(selection.WINDOWS, night, source).select(*cols).collect()
-    return [r.asDict() for r in rows]
+    # by window id: the splits and every model's input order must not depend on the order
+    # the windows job happened to write its rows in
+    return sorted((r.asDict() for r in rows), key=lambda r: str(r["window_id"]))
 
 
 def _ids_frame(spark: SparkSession, ids: Sequence[str]) -> DataFrame:
