@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -74,9 +73,6 @@ ERROR_LEVELS = ("ERROR", "FATAL", "SEVERE", "FAILURE", "CRITICAL", "CRIT", "EMER
 WARN_LEVELS = ("WARN", "WARNING")
 #: line numbers take the low 40 bits of an event's order key, the file's rank the rest
 LINE_BITS = 40
-
-#: Runs the label file check beside the file index (see :func:`build_windows`).
-_LABEL_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="logcrnn-labels")
 
 #: The grouping columns of assigned events; ``untimed`` separates the line-ordered stream of
 #: events without timestamps from the timed one in time/count windows.
@@ -577,23 +573,8 @@ def build_windows(
     every = events
     for other in others:
         every = every.unionByName(lake.read(EVENTS, other, source))
-    label_job = None
-    if labels is not None:
-        if spec.windows.kind != "session":
-            raise UsageError(f"--labels needs session windows; {source} has {spec.windows.kind}")
-        key_regex = "|".join(k.regex for k in spec.session_keys) or None
-        # the label file is checked while the file index scans the events: two small Spark
-        # jobs whose scheduling gaps overlap
-        label_job = _LABEL_POOL.submit(read_session_labels, spark, labels, key_regex)
-    try:
-        index = file_index(every)
-    except BaseException:
-        if label_job is not None:
-            label_job.cancel() or label_job.exception()
-        raise
+    index = file_index(every)
     if not index.events.get(night):
-        if label_job is not None:
-            label_job.result()
         # a night without data is not an error: its partition is emptied and said so
         from logcrnn.schemas import WINDOWS_SCHEMA
 
@@ -625,8 +606,11 @@ def build_windows(
 
     label_report = None
     file_labels = None
-    if label_job is not None:
-        file_labels, label_report = label_job.result()
+    if labels is not None:
+        if spec.windows.kind != "session":
+            raise UsageError(f"--labels needs session windows; {source} has {spec.windows.kind}")
+        key_regex = "|".join(k.regex for k in spec.session_keys) or None
+        file_labels, label_report = read_session_labels(spark, labels, key_regex)
         phase("label file checked")
     assigned = assign_windows(night_rows, neighbour_rows, spec.windows, unkeyed, untimed)
     built = window_rows(window_events(assigned, file_labels), ctx)
