@@ -600,18 +600,21 @@ def _window_starts(batch: pa.RecordBatch, before: pa.RecordBatch | None) -> np.n
     return new
 
 
-def event_rows_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatch:
+def event_rows_features(
+    batch: pa.RecordBatch, ctx: FeatureContext, starts: np.ndarray | None = None
+) -> pa.RecordBatch:
     """Features of the windows whose rows make up ``batch`` (see :data:`OUTPUT_DDL`).
 
     ``batch``: rows of :func:`logcrnn.windows.window_events`, each window's rows next to each
     other and all of them in the batch: ``WINDOW_KEY`` columns, the :data:`EVENT_FIELDS` and
     ``file_label``.  A row with a ``file_label`` is a session key's label, not an event: the
     window takes the largest such label, and a window with labels but no event is dropped.
-    Events are ordered as in :func:`window_features`.
+    Events are ordered as in :func:`window_features`.  ``starts``: the rows that start a
+    window (:func:`_window_starts`), when the caller has them already.
     """
     if batch.num_rows == 0:
         return _empty_output()
-    new = _window_starts(batch, None)
+    new = _window_starts(batch, None) if starts is None else starts
     gid = np.cumsum(new) - 1
     g = int(gid[-1]) + 1
     label_col = batch.column("file_label")
@@ -655,32 +658,42 @@ def batches_features(ctx: FeatureContext) -> Any:
     but the last, which may go on in the next batch) go through the features together.
     """
 
+    def flush(part: list[tuple[pa.RecordBatch, np.ndarray]]) -> pa.RecordBatch:
+        starts = np.concatenate([m for _, m in part])
+        return event_rows_features(_concat([b for b, _ in part]), ctx, starts)
+
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        # pending batches, each with the index of its last window start (-1: none)
-        pending: list[tuple[pa.RecordBatch, int]] = []
+        # pending batches, each with its window-start mask (computed once per row)
+        pending: list[tuple[pa.RecordBatch, np.ndarray]] = []
         rows = 0
         for batch in batches:
             if not batch.num_rows:
                 continue
-            starts = np.flatnonzero(_window_starts(batch, pending[-1][0] if pending else None))
-            pending.append((batch, int(starts[-1]) if len(starts) else -1))
+            pending.append((batch, _window_starts(batch, pending[-1][0] if pending else None)))
             rows += batch.num_rows
             if rows < BATCH_ROWS:
                 continue
             # the last window start with rows before it: every window before it is complete
-            cut = next(
-                (j for j in range(len(pending) - 1, -1, -1) if pending[j][1] > 0 or
-                 (pending[j][1] == 0 and j > 0)),
-                None,
-            )  # fmt: skip
-            if cut is None:
+            at = rows
+            for part, mask in reversed(pending):
+                at -= part.num_rows
+                last = np.flatnonzero(mask)
+                if len(last):
+                    at += int(last[-1])
+                    break
+            if at <= 0:
                 continue
-            part, at = pending[cut]
-            done = [b for b, _ in pending[:cut]] + ([part.slice(0, at)] if at else [])
-            pending = [(part.slice(at), 0), *pending[cut + 1 :]]
+            done: list[tuple[pa.RecordBatch, np.ndarray]] = []
+            while at > 0:
+                part, mask = pending.pop(0)
+                if part.num_rows > at:
+                    pending.insert(0, (part.slice(at), mask[at:]))
+                    part, mask = part.slice(0, at), mask[:at]
+                done.append((part, mask))
+                at -= part.num_rows
             rows = sum(b.num_rows for b, _ in pending)
-            yield event_rows_features(_concat(done), ctx)
+            yield flush(done)
         if pending:
-            yield event_rows_features(_concat([b for b, _ in pending]), ctx)
+            yield flush(pending)
 
     return run
