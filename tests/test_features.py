@@ -192,6 +192,36 @@ def test_flat_event_rows_in_any_batches_give_the_windows_of_event_lists(
         assert sorted(out, key=lambda r: r["key"]) == expected, size
 
 
+def test_event_order_sorts_only_the_windows_out_of_order_and_equals_a_full_lexsort() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n = int(rng.integers(1, 60))
+        row = np.sort(rng.integers(0, 6, n))
+        ts = rng.integers(0, 4, n) * S
+        night = rng.integers(NIGHT, NIGHT + 2, n)
+        seq = rng.integers(0, 5, n)
+        if trial % 3 == 0:  # mostly in order, as Spark hands most windows over
+            full = np.lexsort((seq, night, ts, row))
+            ts, night, seq = ts[full], night[full], seq[full]
+            if n > 3:
+                i = int(rng.integers(0, n - 1))
+                ts[[i, i + 1]] = ts[[i + 1, i]]
+        order = features._event_order(row, ts, night, seq)
+        assert order.tolist() == np.lexsort((seq, night, ts, row)).tolist()
+
+
+def test_distinct_per_group_is_the_same_in_the_bitmap_and_the_sorting_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(4)
+    groups = rng.integers(0, 50, 2000)
+    codes = rng.integers(0, 7, 2000)
+    expected = [len(set(codes[groups == g].tolist())) for g in range(52)]
+    assert features._distinct(groups, codes, 52, 7).tolist() == expected
+    monkeypatch.setattr(features, "BITMAP_CELLS", 10)
+    assert features._distinct(groups, codes, 52, 7).tolist() == expected
+
+
 def test_fitted_statistics_give_sequence_counts_semantics_and_z_scores() -> None:
     names = feature_names((2,))
     stats = FeatureStats(

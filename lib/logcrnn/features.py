@@ -393,10 +393,59 @@ def window_features(batch: pa.RecordBatch, ctx: FeatureContext) -> pa.RecordBatc
     return _features(batch, offs - offs[0], fields, ctx)
 
 
+def _numpy(col: pa.Array, fill: Any = 0) -> np.ndarray:
+    """A column as numpy, nulls replaced by ``fill`` (zero-copy when it has none).
+
+    ``pc.fill_null``, not ``Array.fill_null``: the method infers the fill's type anew on
+    every call, which costs a millisecond a batch."""
+    if col.null_count:
+        col = pc.fill_null(col, fill)
+    return col.to_numpy(zero_copy_only=False)
+
+
+#: Up to this many (group, template) cells, distinct templates per group are counted in a
+#: bitmap (one scatter); more fall back to sorting the pairs.
+BITMAP_CELLS = 1 << 24
+
+
+def _distinct(groups: np.ndarray, codes: np.ndarray, g: int, n_codes: int) -> np.ndarray:
+    """Distinct ``codes`` per group (``groups`` in 0..g-1, ``codes`` in 0..n_codes-1)."""
+    if g * n_codes <= BITMAP_CELLS:
+        seen = np.zeros(g * n_codes, dtype=bool)
+        seen[groups * n_codes + codes] = True
+        return seen.reshape(g, n_codes).sum(axis=1)
+    return np.bincount(np.unique(groups * n_codes + codes) // n_codes, minlength=g)
+
+
+def _event_order(row: np.ndarray, ts: np.ndarray, night: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """The stable permutation that orders events by (row, ts, night, seq), ``row`` being
+    non-decreasing.  Spark hands most windows over in order already: only the windows with
+    an event out of order are sorted."""
+    n = len(row)
+    order = np.arange(n)
+    if n < 2:
+        return order
+    d_ts, d_night = np.diff(ts), np.diff(night)
+    ok = (np.diff(row) > 0) | (d_ts > 0)
+    ok |= (d_ts == 0) & ((d_night > 0) | ((d_night == 0) & (np.diff(seq) >= 0)))
+    if ok.all():
+        return order
+    unsorted = np.zeros(int(row[-1]) + 1, dtype=bool)
+    unsorted[row[1:][~ok]] = True
+    picked = np.flatnonzero(unsorted[row])
+    order[picked] = picked[np.lexsort((seq[picked], night[picked], ts[picked], row[picked]))]
+    return order
+
+
 def _features(
-    windows: pa.RecordBatch, offs: np.ndarray, flat: pa.RecordBatch, ctx: FeatureContext
+    windows: pa.RecordBatch,
+    offs: np.ndarray,
+    flat: pa.RecordBatch,
+    ctx: FeatureContext,
+    rows: np.ndarray | None = None,
 ) -> pa.RecordBatch:
-    """:func:`window_features` of windows whose events are ``flat[offs[i]:offs[i + 1]]``."""
+    """:func:`window_features` of windows whose events are ``flat[offs[i]:offs[i + 1]]``
+    (of ``flat.take(rows)`` when ``rows`` picks the event rows out of ``flat``)."""
     w = windows.num_rows
     n = np.diff(offs)
     if w == 0 or (n <= 0).any():
@@ -408,24 +457,34 @@ def _features(
     total = int(offs[-1])
     row = np.repeat(np.arange(w), n)
 
+    def column(name: str, fill: Any = 0) -> np.ndarray:
+        values = _numpy(flat.column(name), fill)
+        return values if rows is None else values[rows]
+
     ts_col = flat.column("ts")
     ts_null = ts_col.is_null().to_numpy(zero_copy_only=False)
+    if rows is not None:
+        ts_null = ts_null[rows]
     line_order = np.logical_or.reduceat(ts_null, starts)
-    ts = ts_col.fill_null(0).to_numpy().astype(np.int64)
-    ts = np.where(line_order[row], 0, ts)
-    night = flat.column("night").to_numpy().astype(np.int64)
-    seq = flat.column("seq").to_numpy().astype(np.int64)
-    order = np.lexsort((seq, night, ts, row))
+    ts = column("ts").astype(np.int64)
+    if line_order.any():
+        ts = np.where(line_order[row], 0, ts)
+    night = column("night").astype(np.int64)
+    seq = column("seq").astype(np.int64)
+    order = _event_order(row, ts, night, seq)
     ts, night, seq = ts[order], night[order], seq[order]
-    take = pa.array(order)
+    picked = order if rows is None else rows[order]
+    take = pa.array(picked)
     tid = flat.column("tid").take(take)
-    lvl = flat.column("lvl").to_numpy().astype(np.int8)[order]
-    nparams = flat.column("np").to_numpy().astype(np.float64)[order]
-    bad_col = flat.column("bad").take(take)
+    lvl = column("lvl").astype(np.int8)[order]
+    nparams = column("np").astype(np.float64)[order]
+    bad_col = flat.column("bad")
+    bad_known = bad_col.is_valid().to_numpy(zero_copy_only=False)[picked]
+    bad_true = _numpy(bad_col, False)[picked]
 
     t = len(ctx.known_ids)
     known = pc.index_in(tid, value_set=pa.array(ctx.known_ids, type=pa.string()))
-    k = known.fill_null(t).to_numpy().astype(np.int64)
+    k = _numpy(known, t).astype(np.int64)
     codes = pc.dictionary_encode(tid).indices.to_numpy().astype(np.int64)
     n_codes = int(codes.max()) + 1 if total else 1
     pos = np.arange(total) - starts[row]
@@ -434,7 +493,7 @@ def _features(
     def per_window(values: np.ndarray) -> np.ndarray:
         return np.bincount(row, weights=values, minlength=w)
 
-    distinct = np.bincount(np.unique(row * n_codes + codes) // n_codes, minlength=w)
+    distinct = _distinct(row, codes, w, n_codes)
     duration = (ts[ends] - ts[starts]) / 1e6
     gaps = np.diff(ts, prepend=0) / 1e6
     gaps[starts] = 0.0
@@ -467,7 +526,7 @@ def _features(
         gid = coff[:-1][row] + chunk
         g = int(coff[-1])
         sizes = np.bincount(gid, minlength=g)
-        c_distinct = np.bincount(np.unique(gid * n_codes + codes) // n_codes, minlength=g)
+        c_distinct = _distinct(gid, codes, g, n_codes)
         c_alert = np.bincount(gid, weights=alert, minlength=g) / sizes
         c_start = np.zeros(g, dtype=np.int64)
         np.cumsum(sizes[:-1], out=c_start[1:])
@@ -477,7 +536,7 @@ def _features(
         cols.append(np.maximum.reduceat(np.where(valid, c_distinct, -np.inf), coff[:-1]))
         cols.append(np.maximum.reduceat(np.where(valid, c_alert, -np.inf), coff[:-1]))
         cols.append(np.minimum.reduceat(np.where(valid, c_span, np.inf), coff[:-1]))
-    feats = np.column_stack(cols).astype(np.float64)
+    feats = np.column_stack(cols).astype(np.float64, copy=False)
 
     head = pos < ctx.seq_len
     kept = np.minimum(n, ctx.seq_len)
@@ -495,7 +554,12 @@ def _features(
         cs = ctx.counts_size
         count_mat = np.bincount(row * cs + vidx, minlength=w * cs).astype(np.int32)
         counts = _fixed_lists(count_mat.reshape(w, cs), pa.int32())
-        sem = np.add.reduceat(ctx.semantic[k], starts, axis=0) / nf[:, None]
+        # per dimension, each window's vectors summed in event order
+        dims = np.ascontiguousarray(ctx.semantic.T)
+        sem = np.zeros((w, len(dims)))
+        for d, dim in enumerate(dims):
+            sem[:, d] = np.bincount(row, weights=dim[k], minlength=w)
+        sem /= nf[:, None]
         semantic = _fixed_lists(sem, pa.float64())
         std_mat = (feats - ctx.mean) / ctx.std
         features_std = _fixed_lists(std_mat, pa.float64())
@@ -505,8 +569,6 @@ def _features(
         semantic = _empty_lists(w, pa.float64())
         features_std = _empty_lists(w, pa.float64())
 
-    bad_known = bad_col.is_valid().to_numpy(zero_copy_only=False)
-    bad_true = bad_col.fill_null(False).to_numpy(zero_copy_only=False)
     any_known = np.logical_or.reduceat(bad_known, starts)
     any_bad = np.logical_or.reduceat(bad_true & bad_known, starts)
     out = pa.RecordBatch.from_arrays(
@@ -536,7 +598,9 @@ def _features(
         names=OUTPUT_NAMES,
     )
     if ctx.night is not None:
-        out = out.filter(pa.array(night[starts] == ctx.night))
+        in_night = night[starts] == ctx.night
+        if not in_night.all():
+            out = out.filter(pa.array(in_night))
     return out
 
 
@@ -586,16 +650,24 @@ def _window_starts(batch: pa.RecordBatch, before: pa.RecordBatch | None) -> np.n
     row before it (the last row of ``before``; a first row without one starts a window)."""
     n = batch.num_rows
     new = np.zeros(n, dtype=bool)
+    joined = before is not None and before.num_rows > 0
+    same = None
     for name in WINDOW_KEY:
         col = batch.column(name)
-        if before is not None and before.num_rows:
+        if joined:
+            assert before is not None
             col = pa.concat_arrays([before.column(name).slice(before.num_rows - 1), col])
         if len(col) < 2:
             continue
         a, b = col.slice(1), col.slice(0, len(col) - 1)
-        same = pc.or_kleene(pc.equal(a, b), pc.and_(a.is_null(), b.is_null()))
-        new[n - len(a) :] |= ~same.fill_null(False).to_numpy(zero_copy_only=False)
-    if before is None or not before.num_rows:
+        equal = pc.equal(a, b)
+        if a.null_count or b.null_count:
+            equal = pc.or_kleene(equal, pc.and_(a.is_null(), b.is_null()))
+        same = equal if same is None else pc.and_kleene(same, equal)
+    if same is not None:
+        # one conversion of the combined comparison (null: a null against a value)
+        new[n - len(same) :] = ~_numpy(same, False)
+    if not joined:
         new[0] = True
     return new
 
@@ -621,7 +693,7 @@ def event_rows_features(
     is_label = label_col.is_valid().to_numpy(zero_copy_only=False)
     label = np.full(g, -1, dtype=np.int64)
     if is_label.any():
-        values = label_col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        values = _numpy(label_col).astype(np.int64)
         np.maximum.at(label, gid[is_label], values[is_label])
     n = np.bincount(gid[~is_label], minlength=g)
     keep = n > 0
@@ -636,11 +708,10 @@ def event_rows_features(
         names=["kind", "key", "grid_start", "file_label"],
     )
     events = batch.select(list(EVENT_FIELDS))
-    if is_label.any():
-        events = events.filter(pa.array(~is_label))
+    rows = np.flatnonzero(~is_label) if is_label.any() else None
     offs = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
     np.cumsum(n[keep], out=offs[1:])
-    return _features(windows, offs, events, ctx)
+    return _features(windows, offs, events, ctx, rows)
 
 
 def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
