@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 from datetime import date
 from types import SimpleNamespace
 from typing import Any
@@ -15,10 +16,10 @@ from logcrnn import features
 from logcrnn.features import (
     FeatureContext,
     FeatureStats,
-    batches_features,
     build_context,
     feature_names,
     one_edit_apart,
+    partition_features,
     tokenize,
     vocabulary_indices,
     window_features,
@@ -157,8 +158,9 @@ def _event_rows(windows: list[tuple[str, list[dict[str, Any]]]],
     return pa.RecordBatch.from_pylist(rows, schema=schema)
 
 
-def test_flat_event_rows_in_any_batches_give_the_windows_of_event_lists(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("collide", [False, True])
+def test_flat_event_rows_in_any_order_and_batches_give_the_windows_of_event_lists(
+    monkeypatch: pytest.MonkeyPatch, collide: bool
 ) -> None:
     windows = [
         ("w1", [_ev(5, 1, "a"), _ev(1, 2, "b", lvl=2), _ev(3, 3, "c"), _ev(2, 4, "a")]),
@@ -184,11 +186,21 @@ def test_flat_event_rows_in_any_batches_give_the_windows_of_event_lists(
     )
     expected = window_features(nested, _ctx()).to_pylist()
     rows = _event_rows(windows, labels)
-    # Spark's Arrow batches cut windows anywhere; few rows per features call force cuts too
+    # the window hash Spark computes; with ``collide`` every window has the same one
+    keys = zip(*(rows.column(name).to_pylist() for name in features.WINDOW_KEY), strict=True)
+    hashes = [0 if collide else zlib.crc32(repr(k).encode()) for k in keys]
+    rows = pa.RecordBatch.from_arrays(
+        [*rows.columns, pa.array(hashes, pa.int64())],
+        names=[*rows.schema.names, features.WINDOW_HASH],
+    )
+    # a partition's rows come in any order, in Arrow batches of any size; few rows per
+    # features call force cuts too
     monkeypatch.setattr(features, "BATCH_ROWS", 3)
+    rng = np.random.default_rng(5)
     for size in (1, 2, 3, 5, rows.num_rows):
-        batches = [rows.slice(i, size) for i in range(0, rows.num_rows, size)]
-        out = [r for b in batches_features(_ctx())(iter(batches)) for r in b.to_pylist()]
+        shuffled = rows.take(pa.array(rng.permutation(rows.num_rows)))
+        batches = [shuffled.slice(i, size) for i in range(0, rows.num_rows, size)]
+        out = [r for b in partition_features(_ctx())(iter(batches)) for r in b.to_pylist()]
         assert sorted(out, key=lambda r: r["key"]) == expected, size
 
 
@@ -220,6 +232,42 @@ def test_distinct_per_group_is_the_same_in_the_bitmap_and_the_sorting_path(
     assert features._distinct(groups, codes, 52, 7).tolist() == expected
     monkeypatch.setattr(features, "BITMAP_CELLS", 10)
     assert features._distinct(groups, codes, 52, 7).tolist() == expected
+
+
+def test_label_rows_are_tallied_and_a_key_labelled_both_ways_is_an_error() -> None:
+    def rows(labels: list[tuple[str, int | None]]) -> pa.RecordBatch:
+        n = len(labels)
+        return pa.RecordBatch.from_pydict(
+            {
+                "kind": ["session"] * n,
+                "key": [k for k, _ in labels],
+                "grid_start": [0] * n,
+                "untimed": [False] * n,
+                "ts": [None if v is not None else (i + 1) * S for i, (_, v) in enumerate(labels)],
+                "night": [NIGHT] * n,
+                "seq": list(range(n)),
+                "tid": [None if lab is not None else "t1" for _, lab in labels],
+                "lvl": [0] * n,
+                "np": [0] * n,
+                "bad": [None] * n,
+                "file_label": [lab for _, lab in labels],
+            },
+            schema=pa.schema(
+                [("kind", pa.string()), ("key", pa.string()), ("grid_start", pa.int64()),
+                 ("untimed", pa.bool_()), ("ts", pa.int64()), ("night", pa.int32()),
+                 ("seq", pa.int64()), ("tid", pa.string()), ("lvl", pa.int8()),
+                 ("np", pa.int32()), ("bad", pa.bool_()), ("file_label", pa.int32())]
+            ),
+        )  # fmt: skip
+
+    tally: dict[str, int] = {}
+    batch = rows([("a", 1), ("a", None), ("a", 1), ("b", None), ("c", 0), ("c", 0), ("c", 0)])
+    out = features.event_rows_features(batch, _ctx(), tally=tally)
+    assert out.column("key").to_pylist() == ["a", "b"]  # c: labels but no event
+    assert out.column("file_label").to_pylist() == [1, None]
+    assert tally == {"label_rows": 5, "label_keys": 2}
+    with pytest.raises(features.DataError, match=f"{features.LABEL_CONFLICT}: c"):
+        features.event_rows_features(rows([("b", None), ("c", 0), ("c", 1)]), _ctx())
 
 
 def test_fitted_statistics_give_sequence_counts_semantics_and_z_scores() -> None:

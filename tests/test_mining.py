@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,31 @@ def test_real_sample_events_and_templates(
     assert first.session_keys == ["blk_38865049064139660"]
     assert first.level == "INFO" and first.parse_ok
     assert "1" in first.parameters  # PacketResponder 1 for block ...
+
+
+def test_mining_records_the_nights_files_and_counts_as_a_scan_of_the_events_finds_them(
+    spark: SparkSession, cfg: Config, lake: Lake, tmp_path: Path
+) -> None:
+    from logcrnn import windows
+
+    lines = _lines(HDFS_2K)
+    first, second = tmp_path / "b.log", tmp_path / "a.log"
+    first.write_text("\n".join([*lines[:299], "no timestamp, no block"]) + "\n", encoding="utf-8")
+    second.write_text("\n".join(lines[300:500]) + "\n", encoding="utf-8")
+    ingest.run(spark, cfg, "hdfs", [str(first), str(second)], N1, lake=lake)
+    mining.mine_night(spark, cfg, lake, "hdfs", N1)
+    row = lake.read("silver.event_counts", N1, "hdfs").collect()
+    assert len(row) == 1
+    files = sorted({r.file for r in lake.read("silver.events", N1, "hdfs").collect()})
+    assert row[0].files == files and [Path(f).name for f in files] == ["a.log", "b.log"]
+    assert row[0].events == 500
+    assert row[0].unkeyed == 1 + sum("blk_" not in x for x in lines[:299] + lines[300:500])
+    assert row[0].untimed == 1
+    # the windows job plans from this row exactly as from a scan of the events
+    scanned = windows.FileIndex.of(windows.scan_index(lake.read("silver.events", N1, "hdfs")))
+    recorded = windows.file_index(lake, "hdfs", [date.fromisoformat(N1)])
+    assert recorded == scanned
+    assert recorded.untimed == {date.fromisoformat(N1): 1}
 
 
 def test_executor_matching_equals_the_driver_miner(
@@ -203,13 +229,13 @@ def test_a_failed_write_rolls_back_every_table(
     mining.mine_night(spark, cfg, lake, "hdfs", N1)
     before = {
         t: sorted(map(str, lake.read(t, N1, "hdfs").drop("created_at").collect()))
-        for t in ("silver.events", "silver.templates", "silver.miner_state")
+        for t in ("silver.events", "silver.templates", "silver.miner_state", "silver.event_counts")
     }
     _ingest(spark, cfg, lake, tmp_path, N1, lines)  # a bigger night 1 arrives, re-mined
     real_write = Lake.write
 
     def failing_write(self: Lake, df: Any, table: str, *args: Any, **kw: Any) -> int:
-        if table == "silver.miner_state":
+        if table == "silver.event_counts":  # the last of the night's writes
             raise LakeError("disk full")
         return real_write(self, df, table, *args, **kw)
 

@@ -466,6 +466,18 @@ def _label_file(tmp: Path, name: str, rows: list[str]) -> Path:
         (["BlockId,Label", "{b0},Normal", "{b1},Abnormal"], "label other than Normal/Anomaly"),
         (["BlockId,Label", "{b0},Normal", "not_a_block,Anomaly"], "not a session key"),
         (["BlockId,Label", "{b0},Normal", "{b0},Anomaly"], "labelled both Normal and Anomaly"),
+        # a key with no window this night is checked too, and the error names every conflict
+        (
+            [
+                "BlockId,Label",
+                "{b0},Normal",
+                "blk_9,Normal",
+                "{b1},anomaly",
+                "blk_9,Anomaly",
+                "{b1},Normal",
+            ],
+            r"2 ids labelled both Normal and Anomaly, e.g. {pair}",
+        ),  # fmt: skip
         (["BlockId,Label", "{b0},Normal,extra"], "other than two fields"),
         (["Block;Label", "{b0};Normal"], "expected a header"),
         (["BlockId,Label"], "no label rows"),
@@ -477,7 +489,8 @@ def test_bad_label_files_are_clear_errors(
     conf, lake, tmp, blocks = small_hdfs
     path = _label_file(tmp, "bad.csv", [r.format(b0=blocks[0], b1=blocks[1]) for r in rows])
     before = lake.version("gold.windows") if lake.exists("gold.windows") else None
-    with pytest.raises(DataError, match=message):
+    pair = ", ".join(sorted(["blk_9", blocks[1]]))  # in id order
+    with pytest.raises(DataError, match=message.format(pair=pair)):
         windows.build_windows(spark, conf, lake, "hdfs", N1, labels=path)
     assert (lake.version("gold.windows") if lake.exists("gold.windows") else None) == before
 

@@ -525,7 +525,7 @@ def window_types(
         return {}
     events = lake.read(mining.EVENTS, night, source)
     typed = events.withColumn("template_id", F.coalesce(F.trim(F.col("label")), F.lit("")))
-    index = windows.file_index(typed)
+    index = windows.file_index(lake, source, [night])
     rows = windows.prepare_events(typed, index.ranks, spec.label.normal)
     assigned = windows.assign_windows(rows, None, spec.windows)
     grouped = assigned.groupBy("kind", "key", "grid_start", "untimed").agg(

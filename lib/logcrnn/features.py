@@ -1,10 +1,10 @@
 """Window features: one pass of numpy over each Arrow batch of grouped windows.
 
-Spark shuffles one flat row per (window, event) and sorts each partition by window
-(:func:`logcrnn.windows.window_events`), so a window's rows arrive together;
-:func:`batches_features` gathers the complete windows of many Arrow batches and
-:func:`event_rows_features` sorts the events of all of them at once and computes every
-feature from that one sorted array with segmented numpy reductions, with no Python loop over
+Spark shuffles one flat row per (window, event), hash-partitioned by window
+(:func:`logcrnn.windows.window_events`), so a window's rows are all in one partition;
+:func:`partition_features` groups a partition's rows by window with one numpy sort and
+:func:`event_rows_features` orders the events of many windows at once and computes every
+feature from that one array with segmented numpy reductions, with no Python loop over
 windows or events.  :func:`window_features` does the same for windows given as lists of event
 structs.  All are pure functions of Arrow batches and a :class:`FeatureContext`, tested
 without Spark.
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -640,8 +640,8 @@ EVENT_FIELDS = ("ts", "night", "seq", "tid", "lvl", "np", "bad")
 #: The columns whose values tell one window's rows from the next one's.
 WINDOW_KEY = ("kind", "key", "grid_start", "untimed")
 
-#: Rows gathered before the complete windows among them go through the features at once (few
-#: numpy calls per window batch, whatever the size of Spark's Arrow batches).
+#: Rows per call of :func:`event_rows_features` (at least; cut at a window start): few numpy
+#: calls per window, and numpy's temporaries stay small.
 BATCH_ROWS = 1 << 16
 
 
@@ -672,17 +672,28 @@ def _window_starts(batch: pa.RecordBatch, before: pa.RecordBatch | None) -> np.n
     return new
 
 
+#: The start of the error a window's key labelled both ways raises on the executor
+#: (:func:`logcrnn.windows.build_windows` turns it into the label file's own error).
+LABEL_CONFLICT = "a session key labelled both Normal and Anomaly"
+
+
 def event_rows_features(
-    batch: pa.RecordBatch, ctx: FeatureContext, starts: np.ndarray | None = None
+    batch: pa.RecordBatch,
+    ctx: FeatureContext,
+    starts: np.ndarray | None = None,
+    tally: dict[str, int] | None = None,
 ) -> pa.RecordBatch:
     """Features of the windows whose rows make up ``batch`` (see :data:`OUTPUT_DDL`).
 
     ``batch``: rows of :func:`logcrnn.windows.window_events`, each window's rows next to each
     other and all of them in the batch: ``WINDOW_KEY`` columns, the :data:`EVENT_FIELDS` and
-    ``file_label``.  A row with a ``file_label`` is a session key's label, not an event: the
-    window takes the largest such label, and a window with labels but no event is dropped.
-    Events are ordered as in :func:`window_features`.  ``starts``: the rows that start a
-    window (:func:`_window_starts`), when the caller has them already.
+    ``file_label``.  A row with a ``file_label`` (0 normal, 1 anomaly) is a line of the
+    label file, not an event: the window takes its label, a key with labels but no event
+    gives no window, and a key labelled both ways raises :class:`DataError`
+    (:data:`LABEL_CONFLICT`).  ``tally`` (when given) counts the ``label_rows`` and the
+    distinct ``label_keys`` seen.  Events are ordered as in :func:`window_features`.
+    ``starts``: the rows that start a window (:func:`_window_starts`), when the caller has
+    them already.
     """
     if batch.num_rows == 0:
         return _empty_output()
@@ -693,8 +704,18 @@ def event_rows_features(
     is_label = label_col.is_valid().to_numpy(zero_copy_only=False)
     label = np.full(g, -1, dtype=np.int64)
     if is_label.any():
-        values = _numpy(label_col).astype(np.int64)
-        np.maximum.at(label, gid[is_label], values[is_label])
+        at = gid[is_label]
+        rows = np.bincount(at, minlength=g)
+        anomalies = np.bincount(at, weights=_numpy(label_col)[is_label], minlength=g)
+        labelled = rows > 0
+        label[labelled] = anomalies[labelled] > 0
+        both = labelled & (anomalies > 0) & (anomalies < rows)
+        if both.any():
+            first_row = int(np.flatnonzero(new)[np.flatnonzero(both)[0]])
+            raise DataError(f"{LABEL_CONFLICT}: {batch.column('key')[first_row].as_py()}")
+        if tally is not None:
+            tally["label_rows"] = tally.get("label_rows", 0) + int(is_label.sum())
+            tally["label_keys"] = tally.get("label_keys", 0) + int(labelled.sum())
     n = np.bincount(gid[~is_label], minlength=g)
     keep = n > 0
     if not keep.any():
@@ -708,10 +729,10 @@ def event_rows_features(
         names=["kind", "key", "grid_start", "file_label"],
     )
     events = batch.select(list(EVENT_FIELDS))
-    rows = np.flatnonzero(~is_label) if is_label.any() else None
+    rows_picked = np.flatnonzero(~is_label) if is_label.any() else None
     offs = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
     np.cumsum(n[keep], out=offs[1:])
-    return _features(windows, offs, events, ctx, rows)
+    return _features(windows, offs, events, ctx, rows_picked)
 
 
 def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
@@ -720,51 +741,60 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
-def batches_features(ctx: FeatureContext) -> Any:
-    """The ``mapInArrow`` function: rows of :func:`logcrnn.windows.window_events` in, one
-    row of features per window out (:func:`event_rows_features`).
+#: The column of :func:`logcrnn.windows.window_events` rows holding a hash of the window key.
+WINDOW_HASH = "wh"
 
-    A partition's rows come window by window, but a window may span Spark's Arrow batches:
-    rows are gathered until :data:`BATCH_ROWS`, and the windows known to be complete (all
-    but the last, which may go on in the next batch) go through the features together.
+
+def group_windows(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
+    """``batch``'s rows with each window's rows together, and the rows that start a window.
+
+    Rows are sorted by :data:`WINDOW_HASH` (stable: a window's events keep their order);
+    when two windows share a hash (64 bits: about once in 10^19 pairs), by the window key
+    columns after it.
+    """
+    if batch.num_rows == 0:
+        return batch, np.zeros(0, dtype=bool)
+    wh = _numpy(batch.column(WINDOW_HASH))
+    order = np.argsort(wh, kind="stable")
+    if (np.diff(order) != 1).any():
+        batch, wh = batch.take(pa.array(order)), wh[order]
+    starts = _window_starts(batch, None)
+    changed = np.ones(len(wh), dtype=bool)
+    changed[1:] = wh[1:] != wh[:-1]
+    if (starts & ~changed).any():  # a hash shared by two windows: their rows may interleave
+        keys = [(WINDOW_HASH, "ascending"), *((name, "ascending") for name in WINDOW_KEY)]
+        batch = batch.take(pc.sort_indices(batch, sort_keys=keys))
+        starts = _window_starts(batch, None)
+    return batch, starts
+
+
+def partition_features(
+    ctx: FeatureContext, on_done: Callable[[dict[str, int]], None] | None = None
+) -> Any:
+    """The ``mapInArrow`` function: a partition of :func:`logcrnn.windows.window_events` rows
+    (whole windows, in any order) in, one row of features per window out.
+
+    The partition's rows are gathered, grouped by window (:func:`group_windows`, a numpy
+    sort on a hash instead of Spark's row sort) and go through :func:`event_rows_features`
+    in slices of at least :data:`BATCH_ROWS` rows cut at window starts.  The windows job
+    sizes partitions from the night's event counts, so a partition fits in memory.
+    ``on_done`` receives the partition's label-row tally once all its rows are through.
     """
 
-    def flush(part: list[tuple[pa.RecordBatch, np.ndarray]]) -> pa.RecordBatch:
-        starts = np.concatenate([m for _, m in part])
-        return event_rows_features(_concat([b for b, _ in part]), ctx, starts)
-
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        # pending batches, each with its window-start mask (computed once per row)
-        pending: list[tuple[pa.RecordBatch, np.ndarray]] = []
-        rows = 0
-        for batch in batches:
-            if not batch.num_rows:
-                continue
-            pending.append((batch, _window_starts(batch, pending[-1][0] if pending else None)))
-            rows += batch.num_rows
-            if rows < BATCH_ROWS:
-                continue
-            # the last window start with rows before it: every window before it is complete
-            at = rows
-            for part, mask in reversed(pending):
-                at -= part.num_rows
-                last = np.flatnonzero(mask)
-                if len(last):
-                    at += int(last[-1])
-                    break
-            if at <= 0:
-                continue
-            done: list[tuple[pa.RecordBatch, np.ndarray]] = []
-            while at > 0:
-                part, mask = pending.pop(0)
-                if part.num_rows > at:
-                    pending.insert(0, (part.slice(at), mask[at:]))
-                    part, mask = part.slice(0, at), mask[:at]
-                done.append((part, mask))
-                at -= part.num_rows
-            rows = sum(b.num_rows for b, _ in pending)
-            yield flush(done)
-        if pending:
-            yield flush(pending)
+        tally = {"label_rows": 0, "label_keys": 0}
+        parts = [b for b in batches if b.num_rows]
+        if parts:
+            batch, starts = group_windows(_concat(parts))
+            del parts
+            cuts = np.flatnonzero(starts)
+            at, n = 0, batch.num_rows
+            while at < n:
+                nxt = int(np.searchsorted(cuts, at + BATCH_ROWS))
+                end = int(cuts[nxt]) if nxt < len(cuts) else n
+                yield event_rows_features(batch.slice(at, end - at), ctx, starts[at:end], tally)
+                at = end
+        if on_done is not None:
+            on_done(tally)
 
     return run

@@ -17,7 +17,9 @@ Drain3 is a single-threaded, stateful miner, so no line goes through it one by o
 5. **Match** (executors): a pandas UDF matches every distinct masked message with Drain3's
    read-only ``match`` against the broadcast state.  Lines take their template id by a join
    on the masked text, so each message is matched once, not once per line.
-6. **Write**: silver.events, silver.templates and the new miner state, each one partition
+6. **Write**: silver.events, silver.templates, the new miner state and silver.event_counts
+   (the night's input files and event counts, observed while the events are written: the
+   windows job plans from it instead of scanning the events again), each one partition
    (night, source) replaced; if any write fails, the ones already made are rolled back.
 
 Only templates (and the state) ever reach the driver; the distinct messages, however many,
@@ -27,6 +29,7 @@ stay on the executors.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,7 +38,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from logcrnn import __version__
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 EVENTS = "silver.events"
 TEMPLATES = "silver.templates"
 STATE = "silver.miner_state"
+COUNTS = "silver.event_counts"
 
 #: Distinct messages up to this many are joined to the lines by broadcast (no shuffle).
 BROADCAST_MESSAGES = 1_000_000
@@ -395,6 +399,24 @@ def mine_night(
                 "label", "parse_ok", "parse_error",
             )
         )  # fmt: skip
+        observed = Observation(f"event_counts {source} {night}")
+        events = events.observe(
+            observed,
+            F.count(F.lit(1)).alias("events"),
+            F.sum((F.size("session_keys") == 0).cast("long")).alias("unkeyed"),
+            F.sum(F.col("ts").isNull().cast("long")).alias("untimed"),
+            F.to_json(F.array_sort(F.collect_set("file"))).alias("files"),
+        )
+
+        def event_counts() -> DataFrame:
+            # only called once silver.events is written, so the metrics are there
+            got = observed.get
+            return spark.createDataFrame(
+                [(json.loads(got["files"]), int(got["events"]), int(got["unkeyed"] or 0),
+                  int(got["untimed"] or 0))],
+                "files array<string>, events long, unkeyed long, untimed long",
+            )  # fmt: skip
+
         template_rows = _template_rows(miner, night, night_counts, previous, fallback)
         templates = spark.createDataFrame(
             template_rows,
@@ -406,7 +428,10 @@ def mine_night(
             "state binary, templates int, logcrnn_version string, created_at timestamp",
         )
         versions = write_all(
-            lake, night, source, [(EVENTS, events), (TEMPLATES, templates), (STATE, state)]
+            lake,
+            night,
+            source,
+            [(EVENTS, events), (TEMPLATES, templates), (STATE, state), (COUNTS, event_counts)],
         )
         phase("events + templates + state written")
         seconds = time.perf_counter() - started
@@ -433,19 +458,24 @@ def mine_night(
 
 
 def write_all(
-    lake: Lake, night: date, source: str, writes: Sequence[tuple[str, DataFrame]]
+    lake: Lake,
+    night: date,
+    source: str,
+    writes: Sequence[tuple[str, DataFrame | Callable[[], DataFrame]]],
 ) -> dict[str, int]:
     """Write each table's (night, source) partition; if one fails, roll back the others.
 
     Delta commits one table at a time; this gives the job all-or-nothing behaviour: after a
-    failure every table holds what it held before the job started.
+    failure every table holds what it held before the job started.  A callable in place of
+    a DataFrame is called when its turn comes (after the writes before it).
     """
     before = {t: (lake.version(t) if lake.exists(t) else None) for t, _ in writes}
     done: list[str] = []
     versions: dict[str, int] = {}
     try:
         for table, df in writes:
-            versions[table] = lake.write(df, table, night, source)
+            versions[table] = lake.write(df if isinstance(df, DataFrame) else df(), table,
+                                         night, source)  # fmt: skip
             done.append(table)
     except Exception:
         for table in reversed(done):

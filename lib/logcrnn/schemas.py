@@ -117,6 +117,19 @@ MINER_STATE_SCHEMA = StructType(
     ]
 )
 
+#: One row per mined night and source: what the windows job needs to plan a night without
+#: scanning silver.events (observed while mining writes them, so they always agree).
+EVENT_COUNTS_SCHEMA = StructType(
+    [
+        StructField("night", DateType(), False),
+        StructField("source", StringType(), False),
+        StructField("files", ArrayType(StringType(), False), False),  # input files, sorted
+        StructField("events", LongType(), False),
+        StructField("unkeyed", LongType(), False),  # events without a session key
+        StructField("untimed", LongType(), False),  # events without a timestamp
+    ]
+)
+
 WINDOWS_SCHEMA = StructType(
     [
         StructField("night", DateType(), False),
@@ -239,6 +252,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("silver.events", ("night", "source"), EVENTS_SCHEMA),
         TableSpec("silver.templates", ("night", "source"), TEMPLATES_SCHEMA),
         TableSpec("silver.miner_state", ("night", "source"), MINER_STATE_SCHEMA),
+        TableSpec("silver.event_counts", ("night", "source"), EVENT_COUNTS_SCHEMA),
         TableSpec("gold.windows", ("night", "source"), WINDOWS_SCHEMA),
         TableSpec("gold.feature_stats", ("night", "source"), FEATURE_STATS_SCHEMA),
         TableSpec("gold.feature_scores", ("night", "source"), FEATURE_SCORES_SCHEMA),

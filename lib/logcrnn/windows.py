@@ -44,6 +44,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from pyspark.accumulators import Accumulator, AccumulatorParam
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -51,13 +52,15 @@ from logcrnn.config import Config, SourceSpec, WindowsSpec, load_source
 from logcrnn.errors import DataError, UsageError
 from logcrnn.features import (
     EVENT_FIELDS,
+    LABEL_CONFLICT,
     OUTPUT_DDL,
+    WINDOW_HASH,
     WINDOW_KEY,
     FeatureContext,
     FeatureStats,
-    batches_features,
     build_context,
     feature_names,
+    partition_features,
 )
 from logcrnn.lake import Lake
 from logcrnn.timing import Phases
@@ -65,6 +68,7 @@ from logcrnn.timing import Phases
 log = logging.getLogger(__name__)
 
 EVENTS = "silver.events"
+COUNTS = "silver.event_counts"
 TEMPLATES = "silver.templates"
 WINDOWS = "gold.windows"
 STATS = "gold.feature_stats"
@@ -85,7 +89,7 @@ GROUP = WINDOW_KEY
 
 @dataclass(frozen=True)
 class FileIndex:
-    """One small aggregation over the events read: what the job needs to plan.
+    """What the job needs to plan, per night read: its input files and event counts.
 
     ``ranks``: every file name's rank in name order (the line order across files);
     per night: ``events``, ``unkeyed`` (no session key), ``untimed`` (no timestamp).
@@ -96,8 +100,19 @@ class FileIndex:
     unkeyed: dict[date, int]
     untimed: dict[date, int]
 
+    @classmethod
+    def of(cls, nights: dict[date, tuple[set[str], int, int, int]]) -> FileIndex:
+        """From ``night -> (files, events, unkeyed, untimed)``."""
+        names = sorted({f for files, *_ in nights.values() for f in files})
+        return cls(
+            {f: i for i, f in enumerate(names)},
+            {n: v[1] for n, v in nights.items()},
+            {n: v[2] for n, v in nights.items()},
+            {n: v[3] for n, v in nights.items()},
+        )
 
-def file_index(events: DataFrame) -> FileIndex:
+
+def scan_index(events: DataFrame) -> dict[date, tuple[set[str], int, int, int]]:
     """Per (night, file) counts of ``events``: one row per input file reaches the driver."""
     rows = (
         events.groupBy("night", "file")
@@ -108,12 +123,37 @@ def file_index(events: DataFrame) -> FileIndex:
         )
         .collect()
     )
-    names = sorted({r.file for r in rows})
-    per: dict[str, dict[date, int]] = {"events": {}, "unkeyed": {}, "untimed": {}}
+    out: dict[date, tuple[set[str], int, int, int]] = {}
     for r in rows:
-        for what, value in (("events", r.n), ("unkeyed", r.unkeyed), ("untimed", r.untimed)):
-            per[what][r.night] = per[what].get(r.night, 0) + int(value or 0)
-    return FileIndex({f: i for i, f in enumerate(names)}, **per)
+        files, n, unkeyed, untimed = out.get(r.night, (set(), 0, 0, 0))
+        files.add(r.file)
+        out[r.night] = (files, n + int(r.n), unkeyed + int(r.unkeyed or 0),
+                        untimed + int(r.untimed or 0))  # fmt: skip
+    return out
+
+
+def file_index(lake: Lake, source: str, nights: list[date]) -> FileIndex:
+    """The :class:`FileIndex` of ``nights`` of ``source``.
+
+    From ``silver.event_counts``, which the mining job writes with the events; a night with
+    events but no row there (events written by other means) is counted with one scan.
+    """
+    found: dict[date, tuple[set[str], int, int, int]] = {}
+    if lake.exists(COUNTS):
+        rows = (
+            lake.read(COUNTS, source=source)
+            .where(F.col("night").isin(*nights))
+            .select("night", "files", "events", "unkeyed", "untimed")
+            .collect()
+        )
+        found = {r.night: (set(r.files), r.events, r.unkeyed, r.untimed) for r in rows}
+    missing = [n for n in nights if n not in found and lake.file_uris(EVENTS, source, [n])]
+    if missing:
+        events = lake.read(EVENTS, missing[0], source)
+        for other in missing[1:]:
+            events = events.unionByName(lake.read(EVENTS, other, source))
+        found.update(scan_index(events))
+    return FileIndex.of(found)
 
 
 #: Up to this many files, ranks are looked up in a literal map (a short linear scan per row);
@@ -321,15 +361,19 @@ def line_refs(spark: SparkSession, ranks: dict[str, int]) -> list[Column]:
     return out
 
 
-def window_events(assigned: DataFrame, labels: DataFrame | None = None) -> DataFrame:
-    """Assigned rows -> one flat row per (window, event), each window's rows together.
+def window_events(
+    assigned: DataFrame, labels: DataFrame | None = None, partitions: int | None = None
+) -> DataFrame:
+    """Assigned rows -> one flat row per (window, event), each window's rows in one partition.
 
-    Columns: ``GROUP``, the event fields (``EVENT_FIELDS``, from ``e``) and ``file_label``.
-    The rows are hash-partitioned by window and sorted by window within each partition, so
-    a window's rows arrive in one run of one partition (in no particular event order: the
-    feature step sorts them).  Flat rows of primitive columns shuffle and sort in Spark's
-    binary format and reach Python as flat Arrow columns, where a ``collect_list`` of
-    structs would build, serialise and convert one nested list per window.
+    Columns: ``GROUP``, the event fields (``EVENT_FIELDS``, from ``e``), ``file_label`` and
+    ``wh``, a 64-bit hash of ``GROUP``.  The rows are hash-partitioned by ``wh`` into
+    ``partitions`` partitions (Spark's default when None), in no particular order: the
+    feature step groups each partition by ``wh`` in numpy
+    (:func:`logcrnn.features.group_windows`), which costs a fraction of Spark's sort of the
+    rows.  Flat rows of primitive columns shuffle in Spark's binary format and reach Python
+    as flat Arrow columns, where a ``collect_list`` of structs would build, serialise and
+    convert one nested list per window.
 
     ``labels`` (``key, file_label``) ride in the same shuffle as rows without an event (and
     with a ``file_label``, which event rows lack), so session windows get their file label
@@ -351,16 +395,59 @@ def window_events(assigned: DataFrame, labels: DataFrame | None = None) -> DataF
             F.col("file_label").cast("int").alias("file_label"),
         )
         rows = rows.unionByName(label_rows)
-    # the hash orders windows with a radix sort on a long; the columns keep two windows
-    # whose hashes collide apart
-    window = F.xxhash64(*GROUP)
-    return rows.repartition(window).sortWithinPartitions(window, *GROUP)
+    rows = rows.withColumn(WINDOW_HASH, F.xxhash64(*GROUP))
+    if partitions is None:
+        return rows.repartition(WINDOW_HASH)
+    return rows.repartition(partitions, WINDOW_HASH)
 
 
-def window_rows(rows: DataFrame, ctx: FeatureContext) -> DataFrame:
+#: Rows of :func:`window_events` per partition the windows job aims at: the feature step
+#: holds one partition in memory (about 100 bytes a row in Arrow, twice while sorting).
+PARTITION_ROWS = 1_000_000
+
+
+def window_partitions(spark: SparkSession, spec: WindowsSpec, events: int, unkeyed: int,
+                      labels: int) -> int | None:  # fmt: skip
+    """Partitions for the window rows of ``events`` (``unkeyed`` of them without a session
+    key) and ``labels`` label rows, at most about :data:`PARTITION_ROWS` each: None (Spark's
+    shuffle partitions, which adaptive execution may coalesce) when those are enough, else
+    the number needed.  An event is in ``size / step`` time or count windows."""
+
+    def per_event(kind: str) -> int:
+        if kind == "time":
+            return -(-spec.size_s // spec.step_s)
+        return -(-spec.size // spec.step) if kind == "count" else 1
+
+    if spec.kind == "session":
+        rows = (events - unkeyed) + unkeyed * per_event(spec.fallback)
+    else:
+        rows = events * per_event(spec.kind)
+    floor = int(spark.conf.get("spark.sql.shuffle.partitions") or 200)
+    needed = -(-(rows + labels) // PARTITION_ROWS)
+    return None if needed <= floor else needed
+
+
+#: Per partition id: (label rows, distinct label keys) the feature step saw.
+Tallies = dict[int, tuple[int, int]]
+
+
+def window_rows(
+    rows: DataFrame, ctx: FeatureContext, tallies: Accumulator[Tallies] | None = None
+) -> DataFrame:
     """:func:`window_events` rows -> features (``OUTPUT_DDL`` columns) on the executors, in
-    Arrow: one row per window holding at least one event."""
-    return rows.mapInArrow(batches_features(ctx), OUTPUT_DDL)
+    Arrow: one row per window holding at least one event.  ``tallies`` (an accumulator of
+    :class:`_ByPartition`) gets each partition's ``(label rows, label keys)``."""
+    if tallies is None:
+        return rows.mapInArrow(partition_features(ctx), OUTPUT_DDL)
+
+    def done(tally: dict[str, int]) -> None:
+        from pyspark import TaskContext
+
+        task = TaskContext.get()
+        part = task.partitionId() if task else 0
+        tallies.add({part: (tally["label_rows"], tally["label_keys"])})
+
+    return rows.mapInArrow(partition_features(ctx, done), OUTPUT_DDL)
 
 
 def window_id(source: str) -> Column:
@@ -395,14 +482,51 @@ class LabelReport:
 def read_session_labels(
     spark: SparkSession, path: str | Path, key_regex: str | None
 ) -> tuple[DataFrame, LabelReport]:
-    """A ``key, file_label`` DataFrame from a ``BlockId,Label`` file, validated in Spark.
+    """A ``key, file_label`` DataFrame from a ``BlockId,Label`` file, its rows validated.
 
     Raises :class:`DataError` (naming the file and up to three offending rows) for a header
     other than two columns ending in ``Label``, rows without exactly two fields or with an
-    empty id, labels other than Normal/Anomaly (any case), ids that are not session keys, or
-    one id labelled both ways.  Exact duplicate rows are counted and logged.  The file is read
-    by the executors; only counts and the examples of an error reach the driver.
+    empty id, labels other than Normal/Anomaly (any case), or ids that are not session keys:
+    one pass over the file on the executors, no shuffle; only counts and the examples of an
+    error reach the driver.  Duplicate ids need the rows of an id together: the windows job
+    checks them in the shuffle that brings each key's label rows to its window (an id
+    labelled both ways fails the job, see :func:`label_conflicts`; exact duplicates are
+    counted in ``duplicate_rows``, which this leaves at 0).
     """
+    rows = _label_rows(spark, path)
+    bad_shape = (F.col("fields") != 2) | (F.col("key") == "")
+    bad_value = ~F.coalesce(F.col("value").isin("normal", "anomaly"), F.lit(False))
+    bad_key = ~F.col("key").rlike(f"^(?:{key_regex})$") if key_regex else F.lit(False)
+    checks = rows.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(bad_shape.cast("int")).alias("shape"),
+        F.sum((~bad_shape & bad_value).cast("int")).alias("value"),
+        F.sum((~bad_shape & ~bad_value & bad_key).cast("int")).alias("key"),
+        F.sum((F.col("value") == "anomaly").cast("int")).alias("anomalies"),
+    ).first()
+    assert checks is not None
+    if not checks.n:
+        raise DataError(f"{path}: no label rows")
+
+    def fail(what: str, cond: Column, count: int) -> None:
+        examples = rows.where(cond).select("line").limit(3).collect()
+        shown = "; ".join(repr(r.line) for r in examples)
+        raise DataError(f"{path}: {count} rows with {what}, e.g. {shown}")
+
+    if checks.shape:
+        fail("other than two fields or an empty id", bad_shape, checks.shape)
+    if checks.value:
+        fail("a label other than Normal/Anomaly", bad_value, checks.value)
+    if checks.key:
+        fail("an id that is not a session key", bad_key, checks.key)
+    # every row is valid now: a window takes the largest label of its key's rows, so the
+    # rows join the windows' shuffle as they are, without an aggregation of their own
+    labels = rows.select("key", (F.col("value") == "anomaly").cast("int").alias("file_label"))
+    return labels, LabelReport(str(path), int(checks.n), int(checks.anomalies or 0), 0)
+
+
+def _label_rows(spark: SparkSession, path: str | Path) -> DataFrame:
+    """``line, fields, key, value`` per data row of a label file (header checked here)."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"label file not found: {path}")
@@ -420,63 +544,57 @@ def read_session_labels(
         .where((F.col("line") != header.rstrip("\r\n")) & (F.trim("line") != ""))
     )
     parts = F.split(F.regexp_replace("line", '"', ""), ",")
-    rows = lines.select(
+    return lines.select(
         "line",
         F.size(parts).alias("fields"),
         F.trim(parts.getItem(0)).alias("key"),
         F.lower(F.trim(parts.getItem(1))).alias("value"),
     )
-    bad_shape = (F.col("fields") != 2) | (F.col("key") == "")
-    bad_value = ~F.coalesce(F.col("value").isin("normal", "anomaly"), F.lit(False))
-    bad_key = ~F.col("key").rlike(f"^(?:{key_regex})$") if key_regex else F.lit(False)
-    per_key = rows.groupBy("key").agg(
-        F.count(F.lit(1)).alias("n"),
-        # min/max rather than countDistinct, whose plan expands every row
-        F.min("value").alias("lo"),
-        F.max("value").alias("hi"),
-        F.max((F.col("value") == "anomaly").cast("int")).alias("file_label"),
-        F.sum(bad_shape.cast("int")).alias("shape"),
-        F.sum((~bad_shape & bad_value).cast("int")).alias("value"),
-        F.sum((~bad_shape & ~bad_value & bad_key).cast("int")).alias("bad_key"),
-        F.sum((F.col("value") == "anomaly").cast("int")).alias("anomalies"),
+
+
+def label_conflicts(spark: SparkSession, path: str | Path) -> DataError | None:
+    """The error for ids of the label file labelled both Normal and Anomaly (their count and
+    up to three of them), or None: a grouping of the file by id, run when the windows job
+    found a conflict, to name them all."""
+    per_key = (
+        _label_rows(spark, path)
+        .groupBy("key")
+        .agg(F.min("value").alias("lo"), F.max("value").alias("hi"))
+        .where(F.col("lo") != F.col("hi"))
     )
-    checks = per_key.agg(
-        F.sum("n").alias("n"),
-        F.sum("shape").alias("shape"),
-        F.sum("value").alias("value"),
-        F.sum("bad_key").alias("key"),
-        F.sum("anomalies").alias("anomalies"),
-        F.sum(F.col("n") - 1).alias("dups"),
-        F.sum((F.col("lo") != F.col("hi")).cast("int")).alias("conflicts"),
-    ).first()
-    assert checks is not None
-    if not checks.n:
-        raise DataError(f"{path}: no label rows")
+    count = per_key.count()
+    if not count:
+        return None
+    examples = per_key.select("key").orderBy("key").limit(3).collect()
+    return DataError(
+        f"{path}: {count} ids labelled both Normal and Anomaly, e.g. "
+        + ", ".join(r.key for r in examples)
+    )
 
-    def fail(what: str, cond: Column, count: int) -> None:
-        examples = rows.where(cond).select("line").limit(3).collect()
-        shown = "; ".join(repr(r.line) for r in examples)
-        raise DataError(f"{path}: {count} rows with {what}, e.g. {shown}")
 
-    if checks.shape:
-        fail("other than two fields or an empty id", bad_shape, checks.shape)
-    if checks.value:
-        fail("a label other than Normal/Anomaly", bad_value, checks.value)
-    if checks.key:
-        fail("an id that is not a session key", bad_key, checks.key)
-    if checks.conflicts:
-        examples = per_key.where(F.col("lo") != F.col("hi")).select("key").limit(3).collect()
-        raise DataError(
-            f"{path}: {checks.conflicts} ids labelled both Normal and Anomaly, e.g. "
-            + ", ".join(r.key for r in examples)
-        )
-    if checks.dups:
-        log.warning("%s: %d duplicate label rows (same id, same label) ignored", path, checks.dups)
-    # every row is valid now: the windows take the largest label of a key's rows, so the
-    # rows join the windows' shuffle as they are, without a second aggregation
-    labels = rows.select("key", (F.col("value") == "anomaly").cast("int").alias("file_label"))
-    report = LabelReport(str(path), int(checks.n), int(checks.anomalies), int(checks.dups or 0))
-    return labels, report
+def _caused_by(exc: BaseException, text: str) -> bool:
+    """Whether ``text`` is in the message of ``exc`` or of an exception that caused it (a
+    Python error on an executor reaches the driver inside Spark's and the lake's)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if text in str(cur):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+class _ByPartition(AccumulatorParam[Tallies]):
+    """Per-partition tallies, merged by partition id: a partition computed twice (a retried
+    task, a lost shuffle file) is counted once."""
+
+    def zero(self, value: Tallies) -> Tallies:
+        return {}
+
+    def addInPlace(self, a: Tallies, b: Tallies) -> Tallies:
+        a.update(b)
+        return a
 
 
 # --------------------------------------------------------------------------------------------
@@ -570,10 +688,7 @@ def build_windows(
     events = lake.read(EVENTS, night, source)
     span = cfg.features.neighbour_nights if spec.windows.kind != "count" else 0
     others = [night + timedelta(days=d) for d in range(-span, span + 1) if d]
-    every = events
-    for other in others:
-        every = every.unionByName(lake.read(EVENTS, other, source))
-    index = file_index(every)
+    index = file_index(lake, source, [night, *others])
     if not index.events.get(night):
         # a night without data is not an error: its partition is emptied and said so
         from logcrnn.schemas import WINDOWS_SCHEMA
@@ -611,9 +726,18 @@ def build_windows(
             raise UsageError(f"--labels needs session windows; {source} has {spec.windows.kind}")
         key_regex = "|".join(k.regex for k in spec.session_keys) or None
         file_labels, label_report = read_session_labels(spark, labels, key_regex)
-        phase("label file checked")
+        phase("label file rows checked")
+    tallies = spark.sparkContext.accumulator({}, _ByPartition())
     assigned = assign_windows(night_rows, neighbour_rows, spec.windows, unkeyed, untimed)
-    built = window_rows(window_events(assigned, file_labels), ctx)
+    nights_read = (night, *present)
+    partitions = window_partitions(
+        spark,
+        spec.windows,
+        sum(index.events.get(n, 0) for n in nights_read),
+        sum(index.unkeyed.get(n, 0) for n in nights_read),
+        label_report.rows if label_report else 0,
+    )
+    built = window_rows(window_events(assigned, file_labels, partitions), ctx, tallies)
     if labels is not None:
         is_session = F.col("kind") == "session"
         label = F.when(is_session, F.col("file_label")).otherwise(F.col("line_label"))
@@ -634,8 +758,26 @@ def build_windows(
         F.lit(stats.night if stats else None).cast("date").alias("stats_night"),
         *line_refs(spark, index.ranks),
     )  # fmt: skip
-    version = lake.write(out, WINDOWS, night, source)
+    try:
+        version = lake.write(out, WINDOWS, night, source)
+    except Exception as exc:
+        if labels is not None and _caused_by(exc, LABEL_CONFLICT):
+            conflict = label_conflicts(spark, labels)
+            if conflict is not None:
+                raise conflict from None
+        raise
     phase("windows built and written")
+    if label_report is not None:
+        label_rows = sum(r for r, _ in tallies.value.values())
+        label_keys = sum(k for _, k in tallies.value.values())
+        if label_rows == label_report.rows:  # every label row passed the features step
+            label_report.duplicate_rows = label_rows - label_keys
+        else:
+            log.warning("%s: %d label rows read, %d counted in the windows; duplicates not "
+                        "counted", labels, label_report.rows, label_rows)  # fmt: skip
+        if label_report.duplicate_rows:
+            log.warning("%s: %d duplicate label rows (same id, same label) ignored", labels,
+                        label_report.duplicate_rows)  # fmt: skip
     report = _report(lake, spec, night, index, present, label_report)
     phase("report")
     report.stats_night = str(stats.night) if stats else None
