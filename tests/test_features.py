@@ -265,7 +265,7 @@ def test_label_rows_are_tallied_and_a_key_labelled_both_ways_is_an_error() -> No
     out = features.event_rows_features(batch, _ctx(), tally=tally)
     assert out.column("key").to_pylist() == ["a", "b"]  # c: labels but no event
     assert out.column("file_label").to_pylist() == [1, None]
-    assert tally == {"label_rows": 5, "label_keys": 2}
+    assert tally == {"label_rows": 5, "label_keys": 2, "label_anomalies": 2}
     with pytest.raises(features.DataError, match=f"{features.LABEL_CONFLICT}: c"):
         features.event_rows_features(rows([("b", None), ("c", 0), ("c", 1)]), _ctx())
 

@@ -690,10 +690,10 @@ def event_rows_features(
     ``file_label``.  A row with a ``file_label`` (0 normal, 1 anomaly) is a line of the
     label file, not an event: the window takes its label, a key with labels but no event
     gives no window, and a key labelled both ways raises :class:`DataError`
-    (:data:`LABEL_CONFLICT`).  ``tally`` (when given) counts the ``label_rows`` and the
-    distinct ``label_keys`` seen.  Events are ordered as in :func:`window_features`.
-    ``starts``: the rows that start a window (:func:`_window_starts`), when the caller has
-    them already.
+    (:data:`LABEL_CONFLICT`).  ``tally`` (when given) counts the ``label_rows``, the
+    distinct ``label_keys`` and the ``label_anomalies`` (rows labelled Anomaly) seen.
+    Events are ordered as in :func:`window_features`.  ``starts``: the rows that start a
+    window (:func:`_window_starts`), when the caller has them already.
     """
     if batch.num_rows == 0:
         return _empty_output()
@@ -716,6 +716,7 @@ def event_rows_features(
         if tally is not None:
             tally["label_rows"] = tally.get("label_rows", 0) + int(is_label.sum())
             tally["label_keys"] = tally.get("label_keys", 0) + int(labelled.sum())
+            tally["label_anomalies"] = tally.get("label_anomalies", 0) + int(anomalies.sum())
     n = np.bincount(gid[~is_label], minlength=g)
     keep = n > 0
     if not keep.any():
@@ -782,7 +783,7 @@ def partition_features(
     """
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        tally = {"label_rows": 0, "label_keys": 0}
+        tally = {"label_rows": 0, "label_keys": 0, "label_anomalies": 0}
         parts = [b for b in batches if b.num_rows]
         if parts:
             batch, starts = group_windows(_concat(parts))

@@ -427,8 +427,9 @@ def window_partitions(spark: SparkSession, spec: WindowsSpec, events: int, unkey
     return None if needed <= floor else needed
 
 
-#: Per partition id: (label rows, distinct label keys) the feature step saw.
-Tallies = dict[int, tuple[int, int]]
+#: Per partition id: (label rows, distinct label keys, anomaly label rows) the feature
+#: step saw.
+Tallies = dict[int, tuple[int, int, int]]
 
 
 def window_rows(
@@ -436,7 +437,7 @@ def window_rows(
 ) -> DataFrame:
     """:func:`window_events` rows -> features (``OUTPUT_DDL`` columns) on the executors, in
     Arrow: one row per window holding at least one event.  ``tallies`` (an accumulator of
-    :class:`_ByPartition`) gets each partition's ``(label rows, label keys)``."""
+    :class:`_ByPartition`) gets each partition's :data:`Tallies`."""
     if tallies is None:
         return rows.mapInArrow(partition_features(ctx), OUTPUT_DDL)
 
@@ -445,7 +446,7 @@ def window_rows(
 
         task = TaskContext.get()
         part = task.partitionId() if task else 0
-        tallies.add({part: (tally["label_rows"], tally["label_keys"])})
+        tallies.add({part: (tally["label_rows"], tally["label_keys"], tally["label_anomalies"])})
 
     return rows.mapInArrow(partition_features(ctx, done), OUTPUT_DDL)
 
@@ -479,34 +480,54 @@ class LabelReport:
     duplicate_rows: int
 
 
-def read_session_labels(
-    spark: SparkSession, path: str | Path, key_regex: str | None
-) -> tuple[DataFrame, LabelReport]:
-    """A ``key, file_label`` DataFrame from a ``BlockId,Label`` file, its rows validated.
+#: What a label-file row that is not valid raises in the job that reads it (the windows job
+#: then runs :func:`check_label_rows` to name the file's bad rows).
+LABEL_ROW_ERROR = "a label file row that is not valid"
 
-    Raises :class:`DataError` (naming the file and up to three offending rows) for a header
-    other than two columns ending in ``Label``, rows without exactly two fields or with an
-    empty id, labels other than Normal/Anomaly (any case), or ids that are not session keys:
-    one pass over the file on the executors, no shuffle; only counts and the examples of an
-    error reach the driver.  Duplicate ids need the rows of an id together: the windows job
-    checks them in the shuffle that brings each key's label rows to its window (an id
-    labelled both ways fails the job, see :func:`label_conflicts`; exact duplicates are
-    counted in ``duplicate_rows``, which this leaves at 0).
+
+def session_labels(spark: SparkSession, path: str | Path, key_regex: str | None) -> DataFrame:
+    """The ``key, file_label`` rows of a ``BlockId,Label`` file, read by the executors.
+
+    The header and the presence of data rows are checked here (a :class:`DataError`); the
+    rows themselves in the job that reads them, with no pass of their own: a row without
+    exactly two fields, with an empty id, a label other than Normal/Anomaly (any case) or
+    an id that is not a session key fails that job (:data:`LABEL_ROW_ERROR`), and the
+    windows job then names them with :func:`check_label_rows`.  Duplicate ids are checked
+    in the shuffle that brings each key's label rows to its window: an id labelled both ways
+    fails the job (:func:`label_conflicts` names them), exact duplicates are counted.
     """
     rows = _label_rows(spark, path)
-    bad_shape = (F.col("fields") != 2) | (F.col("key") == "")
-    bad_value = ~F.coalesce(F.col("value").isin("normal", "anomaly"), F.lit(False))
-    bad_key = ~F.col("key").rlike(f"^(?:{key_regex})$") if key_regex else F.lit(False)
+    label = F.when(
+        ~_bad_shape() & ~_bad_value() & ~_bad_key(key_regex),
+        (F.col("value") == "anomaly").cast("int"),
+    ).otherwise(F.raise_error(F.lit(f"{LABEL_ROW_ERROR} in {path}")))
+    return rows.select("key", label.alias("file_label"))
+
+
+def _bad_shape() -> Column:
+    return (F.col("fields") != 2) | (F.col("key") == "")
+
+
+def _bad_value() -> Column:
+    return ~F.coalesce(F.col("value").isin("normal", "anomaly"), F.lit(False))
+
+
+def _bad_key(key_regex: str | None) -> Column:
+    return ~F.col("key").rlike(f"^(?:{key_regex})$") if key_regex else F.lit(False)
+
+
+def check_label_rows(spark: SparkSession, path: str | Path, key_regex: str | None) -> None:
+    """Raise :class:`DataError` naming the label file, how many rows are not valid and up to
+    three of them (see :func:`session_labels`); one pass over the file on the executors,
+    only counts and the examples reach the driver."""
+    rows = _label_rows(spark, path)
+    bad_shape, bad_value, bad_key = _bad_shape(), _bad_value(), _bad_key(key_regex)
     checks = rows.agg(
-        F.count(F.lit(1)).alias("n"),
         F.sum(bad_shape.cast("int")).alias("shape"),
         F.sum((~bad_shape & bad_value).cast("int")).alias("value"),
         F.sum((~bad_shape & ~bad_value & bad_key).cast("int")).alias("key"),
-        F.sum((F.col("value") == "anomaly").cast("int")).alias("anomalies"),
     ).first()
     assert checks is not None
-    if not checks.n:
-        raise DataError(f"{path}: no label rows")
 
     def fail(what: str, cond: Column, count: int) -> None:
         examples = rows.where(cond).select("line").limit(3).collect()
@@ -519,10 +540,6 @@ def read_session_labels(
         fail("a label other than Normal/Anomaly", bad_value, checks.value)
     if checks.key:
         fail("an id that is not a session key", bad_key, checks.key)
-    # every row is valid now: a window takes the largest label of its key's rows, so the
-    # rows join the windows' shuffle as they are, without an aggregation of their own
-    labels = rows.select("key", (F.col("value") == "anomaly").cast("int").alias("file_label"))
-    return labels, LabelReport(str(path), int(checks.n), int(checks.anomalies or 0), 0)
 
 
 def _label_rows(spark: SparkSession, path: str | Path) -> DataFrame:
@@ -537,6 +554,10 @@ def _label_rows(spark: SparkSession, path: str | Path) -> DataFrame:
         raise DataError(
             f"{path}: expected a header of two columns like BlockId,Label, got {header.strip()!r}"
         )
+    with p.open(encoding="utf-8", errors="replace") as fh:
+        fh.readline()
+        if not any(line.strip() for line in fh):
+            raise DataError(f"{path}: no label rows")
     text = F.regexp_replace(F.col("value"), r"\r$", "")
     lines = (
         spark.read.text(str(p.resolve()))
@@ -725,8 +746,7 @@ def build_windows(
         if spec.windows.kind != "session":
             raise UsageError(f"--labels needs session windows; {source} has {spec.windows.kind}")
         key_regex = "|".join(k.regex for k in spec.session_keys) or None
-        file_labels, label_report = read_session_labels(spark, labels, key_regex)
-        phase("label file rows checked")
+        file_labels = session_labels(spark, labels, key_regex)
     tallies = spark.sparkContext.accumulator({}, _ByPartition())
     assigned = assign_windows(night_rows, neighbour_rows, spec.windows, unkeyed, untimed)
     nights_read = (night, *present)
@@ -735,7 +755,7 @@ def build_windows(
         spec.windows,
         sum(index.events.get(n, 0) for n in nights_read),
         sum(index.unkeyed.get(n, 0) for n in nights_read),
-        label_report.rows if label_report else 0,
+        0,  # label rows: no more than the sessions, a small share of the events
     )
     built = window_rows(window_events(assigned, file_labels, partitions), ctx, tallies)
     if labels is not None:
@@ -761,20 +781,18 @@ def build_windows(
     try:
         version = lake.write(out, WINDOWS, night, source)
     except Exception as exc:
+        if labels is not None and _caused_by(exc, LABEL_ROW_ERROR):
+            check_label_rows(spark, labels, key_regex)  # raises, naming the rows
         if labels is not None and _caused_by(exc, LABEL_CONFLICT):
             conflict = label_conflicts(spark, labels)
             if conflict is not None:
                 raise conflict from None
         raise
     phase("windows built and written")
-    if label_report is not None:
-        label_rows = sum(r for r, _ in tallies.value.values())
-        label_keys = sum(k for _, k in tallies.value.values())
-        if label_rows == label_report.rows:  # every label row passed the features step
-            label_report.duplicate_rows = label_rows - label_keys
-        else:
-            log.warning("%s: %d label rows read, %d counted in the windows; duplicates not "
-                        "counted", labels, label_report.rows, label_rows)  # fmt: skip
+    if labels is not None:
+        # every label row went through the feature step, which counted them
+        n_rows, n_keys, n_anomalies = (sum(t[i] for t in tallies.value.values()) for i in range(3))
+        label_report = LabelReport(str(labels), n_rows, n_anomalies, n_rows - n_keys)
         if label_report.duplicate_rows:
             log.warning("%s: %d duplicate label rows (same id, same label) ignored", labels,
                         label_report.duplicate_rows)  # fmt: skip
