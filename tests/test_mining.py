@@ -82,10 +82,19 @@ def test_real_sample_events_and_templates(
     assert "1" in first.parameters  # PacketResponder 1 for block ...
 
 
+@pytest.mark.parametrize("observed", [True, False])
 def test_mining_records_the_nights_files_and_counts_as_a_scan_of_the_events_finds_them(
-    spark: SparkSession, cfg: Config, lake: Lake, tmp_path: Path
+    spark: SparkSession,
+    cfg: Config,
+    lake: Lake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    observed: bool,
 ) -> None:
     from logcrnn import windows
+
+    if not observed:  # as on a native Delta lake: the written events are counted
+        monkeypatch.setattr(mining, "OBSERVED_BACKENDS", ())
 
     lines = _lines(HDFS_2K)
     first, second = tmp_path / "b.log", tmp_path / "a.log"

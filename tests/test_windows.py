@@ -538,3 +538,18 @@ def test_cli_windows_and_select_features(
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["stats_night"] == N1
     assert main(["windows", "--source", "hdfs", "--date", N1, "--labels", "nope.csv", *common]) == 2
+
+
+def test_window_partitions_hold_about_a_million_rows_when_shuffle_ones_would_hold_more() -> None:
+    from types import SimpleNamespace
+
+    from logcrnn.config import WindowsSpec
+
+    spark: Any = SimpleNamespace(conf={"spark.sql.shuffle.partitions": "8"})
+    session = WindowsSpec(kind="session", fallback="time", size_s=3600, step_s=600)
+    assert windows.window_partitions(spark, session, 7_000_000, 0) is None  # 8 will do
+    assert windows.window_partitions(spark, session, 10_500_000, 0) == 11
+    # an unkeyed event is in size / step = 6 time windows
+    assert windows.window_partitions(spark, session, 10_000_000, 1_000_000) == 15
+    sliding = WindowsSpec(kind="count", size=20, step=5)
+    assert windows.window_partitions(spark, sliding, 2_500_000, 0) == 10

@@ -56,6 +56,10 @@ TEMPLATES = "silver.templates"
 STATE = "silver.miner_state"
 COUNTS = "silver.event_counts"
 
+#: Lake backends whose event writes report a Spark Observation (the others count the
+#: written events in a pass of their own for silver.event_counts).
+OBSERVED_BACKENDS = ("delta-rs",)
+
 #: Distinct messages up to this many are joined to the lines by broadcast (no shuffle).
 BROADCAST_MESSAGES = 1_000_000
 
@@ -399,21 +403,24 @@ def mine_night(
                 "label", "parse_ok", "parse_error",
             )
         )  # fmt: skip
+        # delta-rs lakes: Spark writes the events' Parquet files itself, and an Observation
+        # counts them in that pass; native Delta runs the write in an inner execution whose
+        # observed metrics may never arrive, so there the written events are counted
         observed = Observation(f"event_counts {source} {night}")
-        events = events.observe(
-            observed,
-            F.count(F.lit(1)).alias("events"),
-            F.sum((F.size("session_keys") == 0).cast("long")).alias("unkeyed"),
-            F.sum(F.col("ts").isNull().cast("long")).alias("untimed"),
-            F.to_json(F.array_sort(F.collect_set("file"))).alias("files"),
-        )
+        observe = lake.backend in OBSERVED_BACKENDS
+        if observe:
+            events = events.observe(observed, *_count_columns())
 
         def event_counts() -> DataFrame:
-            # only called once silver.events is written, so the metrics are there
-            got = observed.get
+            # only called once silver.events is written
+            if observe:
+                got = observed.get
+            else:
+                row = lake.read(EVENTS, night, source).agg(*_count_columns()).first()
+                got = row.asDict() if row is not None else {}
             return spark.createDataFrame(
-                [(json.loads(got["files"]), int(got["events"]), int(got["unkeyed"] or 0),
-                  int(got["untimed"] or 0))],
+                [(json.loads(got["files"] or "[]"), int(got["events"]),
+                  int(got["unkeyed"] or 0), int(got["untimed"] or 0))],
                 "files array<string>, events long, unkeyed long, untimed long",
             )  # fmt: skip
 
@@ -455,6 +462,16 @@ def mine_night(
         distinct.unpersist()
         if mapping is not None:
             mapping.unpersist()
+
+
+def _count_columns() -> list[Column]:
+    """What silver.event_counts holds, as aggregates over silver.events rows."""
+    return [
+        F.count(F.lit(1)).alias("events"),
+        F.sum((F.size("session_keys") == 0).cast("long")).alias("unkeyed"),
+        F.sum(F.col("ts").isNull().cast("long")).alias("untimed"),
+        F.to_json(F.array_sort(F.collect_set("file"))).alias("files"),
+    ]
 
 
 def write_all(

@@ -406,12 +406,14 @@ def window_events(
 PARTITION_ROWS = 1_000_000
 
 
-def window_partitions(spark: SparkSession, spec: WindowsSpec, events: int, unkeyed: int,
-                      labels: int) -> int | None:  # fmt: skip
+def window_partitions(
+    spark: SparkSession, spec: WindowsSpec, events: int, unkeyed: int
+) -> int | None:
     """Partitions for the window rows of ``events`` (``unkeyed`` of them without a session
-    key) and ``labels`` label rows, at most about :data:`PARTITION_ROWS` each: None (Spark's
-    shuffle partitions, which adaptive execution may coalesce) when those are enough, else
-    the number needed.  An event is in ``size / step`` time or count windows."""
+    key), at most about :data:`PARTITION_ROWS` each: None (Spark's shuffle partitions, which
+    adaptive execution may coalesce) when those are enough, else the number needed.  An
+    event is in ``size / step`` time or count windows; a label file adds at most a row per
+    session, which the estimate leaves out."""
 
     def per_event(kind: str) -> int:
         if kind == "time":
@@ -423,7 +425,7 @@ def window_partitions(spark: SparkSession, spec: WindowsSpec, events: int, unkey
     else:
         rows = events * per_event(spec.kind)
     floor = int(spark.conf.get("spark.sql.shuffle.partitions") or 200)
-    needed = -(-(rows + labels) // PARTITION_ROWS)
+    needed = -(-rows // PARTITION_ROWS)
     return None if needed <= floor else needed
 
 
@@ -755,7 +757,6 @@ def build_windows(
         spec.windows,
         sum(index.events.get(n, 0) for n in nights_read),
         sum(index.unkeyed.get(n, 0) for n in nights_read),
-        0,  # label rows: no more than the sessions, a small share of the events
     )
     built = window_rows(window_events(assigned, file_labels, partitions), ctx, tallies)
     if labels is not None:
