@@ -18,8 +18,9 @@ Drain3 is a single-threaded, stateful miner, so no line goes through it one by o
    read-only ``match`` against the broadcast state.  Lines take their template id by a join
    on the masked text, so each message is matched once, not once per line.
 6. **Write**: silver.events, silver.templates, the new miner state and silver.event_counts
-   (the night's input files and event counts, observed while the events are written: the
-   windows job plans from it instead of scanning the events again), each one partition
+   (the night's input files and event counts, observed while the events are written, or
+   counted after them on a native Delta lake: the windows job plans from it instead of
+   scanning the events again), each one partition
    (night, source) replaced; if any write fails, the ones already made are rolled back.
 
 Only templates (and the state) ever reach the driver; the distinct messages, however many,
