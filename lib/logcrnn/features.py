@@ -645,30 +645,23 @@ WINDOW_KEY = ("kind", "key", "grid_start", "untimed")
 BATCH_ROWS = 1 << 16
 
 
-def _window_starts(batch: pa.RecordBatch, before: pa.RecordBatch | None) -> np.ndarray:
-    """True at each row of ``batch`` that starts a window: its ``WINDOW_KEY`` differs from the
-    row before it (the last row of ``before``; a first row without one starts a window)."""
+def _window_starts(batch: pa.RecordBatch) -> np.ndarray:
+    """True at each row of ``batch`` that starts a window: the first row, and every row whose
+    ``WINDOW_KEY`` differs from the row before it."""
     n = batch.num_rows
-    new = np.zeros(n, dtype=bool)
-    joined = before is not None and before.num_rows > 0
+    new = np.ones(n, dtype=bool)
+    if n < 2:
+        return new
     same = None
     for name in WINDOW_KEY:
         col = batch.column(name)
-        if joined:
-            assert before is not None
-            col = pa.concat_arrays([before.column(name).slice(before.num_rows - 1), col])
-        if len(col) < 2:
-            continue
-        a, b = col.slice(1), col.slice(0, len(col) - 1)
+        a, b = col.slice(1), col.slice(0, n - 1)
         equal = pc.equal(a, b)
         if a.null_count or b.null_count:
             equal = pc.or_kleene(equal, pc.and_(a.is_null(), b.is_null()))
         same = equal if same is None else pc.and_kleene(same, equal)
-    if same is not None:
-        # one conversion of the combined comparison (null: a null against a value)
-        new[n - len(same) :] = ~_numpy(same, False)
-    if not joined:
-        new[0] = True
+    # one conversion of the combined comparison (null: a null against a value)
+    new[1:] = ~_numpy(same, False)
     return new
 
 
@@ -697,7 +690,7 @@ def event_rows_features(
     """
     if batch.num_rows == 0:
         return _empty_output()
-    new = _window_starts(batch, None) if starts is None else starts
+    new = _window_starts(batch) if starts is None else starts
     gid = np.cumsum(new) - 1
     g = int(gid[-1]) + 1
     label_col = batch.column("file_label")
@@ -759,13 +752,13 @@ def group_windows(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
     order = np.argsort(wh, kind="stable")
     if (np.diff(order) != 1).any():
         batch, wh = batch.take(pa.array(order)), wh[order]
-    starts = _window_starts(batch, None)
+    starts = _window_starts(batch)
     changed = np.ones(len(wh), dtype=bool)
     changed[1:] = wh[1:] != wh[:-1]
     if (starts & ~changed).any():  # a hash shared by two windows: their rows may interleave
         keys = [(WINDOW_HASH, "ascending"), *((name, "ascending") for name in WINDOW_KEY)]
         batch = batch.take(pc.sort_indices(batch, sort_keys=keys))
-        starts = _window_starts(batch, None)
+        starts = _window_starts(batch)
     return batch, starts
 
 

@@ -49,6 +49,7 @@ from logcrnn.lake import Lake
 from logcrnn.masking import Masker, masks_for
 from logcrnn.templates import WILDCARD, TemplateMiner
 from logcrnn.timing import Phases
+from logcrnn.windows import event_count_columns
 
 log = logging.getLogger(__name__)
 
@@ -410,14 +411,14 @@ def mine_night(
         observed = Observation(f"event_counts {source} {night}")
         observe = lake.backend in OBSERVED_BACKENDS
         if observe:
-            events = events.observe(observed, *_count_columns())
+            events = events.observe(observed, *event_count_columns())
 
         def event_counts() -> DataFrame:
             # only called once silver.events is written
             if observe:
                 got = observed.get
             else:
-                row = lake.read(EVENTS, night, source).agg(*_count_columns()).first()
+                row = lake.read(EVENTS, night, source).agg(*event_count_columns()).first()
                 got = row.asDict() if row is not None else {}
             return spark.createDataFrame(
                 [(json.loads(got["files"] or "[]"), int(got["events"]),
@@ -463,16 +464,6 @@ def mine_night(
         distinct.unpersist()
         if mapping is not None:
             mapping.unpersist()
-
-
-def _count_columns() -> list[Column]:
-    """What silver.event_counts holds, as aggregates over silver.events rows."""
-    return [
-        F.count(F.lit(1)).alias("events"),
-        F.sum((F.size("session_keys") == 0).cast("long")).alias("unkeyed"),
-        F.sum(F.col("ts").isNull().cast("long")).alias("untimed"),
-        F.to_json(F.array_sort(F.collect_set("file"))).alias("files"),
-    ]
 
 
 def write_all(

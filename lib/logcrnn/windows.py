@@ -37,6 +37,7 @@ windows without a label are counted in the report and logged.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -112,24 +113,26 @@ class FileIndex:
         )
 
 
+def event_count_columns() -> list[Column]:
+    """What silver.event_counts holds, as aggregates over silver.events rows (``files``: the
+    sorted input file names, as JSON)."""
+    return [
+        F.count(F.lit(1)).alias("events"),
+        F.sum((F.size("session_keys") == 0).cast("long")).alias("unkeyed"),
+        F.sum(F.col("ts").isNull().cast("long")).alias("untimed"),
+        F.to_json(F.array_sort(F.collect_set("file"))).alias("files"),
+    ]
+
+
 def scan_index(events: DataFrame) -> dict[date, tuple[set[str], int, int, int]]:
-    """Per (night, file) counts of ``events``: one row per input file reaches the driver."""
-    rows = (
-        events.groupBy("night", "file")
-        .agg(
-            F.count(F.lit(1)).alias("n"),
-            F.sum((F.size("session_keys") == 0).cast("long")).alias("unkeyed"),
-            F.sum(F.col("ts").isNull().cast("long")).alias("untimed"),
-        )
-        .collect()
-    )
-    out: dict[date, tuple[set[str], int, int, int]] = {}
-    for r in rows:
-        files, n, unkeyed, untimed = out.get(r.night, (set(), 0, 0, 0))
-        files.add(r.file)
-        out[r.night] = (files, n + int(r.n), unkeyed + int(r.unkeyed or 0),
-                        untimed + int(r.untimed or 0))  # fmt: skip
-    return out
+    """:func:`event_count_columns` per night of ``events``: one row per night reaches the
+    driver."""
+    rows = events.groupBy("night").agg(*event_count_columns()).collect()
+    return {
+        r.night: (set(json.loads(r.files)), int(r.events), int(r.unkeyed or 0),
+                  int(r.untimed or 0))
+        for r in rows
+    }  # fmt: skip
 
 
 def file_index(lake: Lake, source: str, nights: list[date]) -> FileIndex:
@@ -551,13 +554,12 @@ def _label_rows(spark: SparkSession, path: str | Path) -> DataFrame:
         raise UsageError(f"label file not found: {path}")
     with p.open(encoding="utf-8", errors="replace") as fh:
         header = fh.readline()
-    fields = [f.strip().strip('"') for f in header.strip().lstrip("\ufeff").split(",")]
-    if len(fields) != 2 or fields[1].lower() != "label" or not fields[0]:
-        raise DataError(
-            f"{path}: expected a header of two columns like BlockId,Label, got {header.strip()!r}"
-        )
-    with p.open(encoding="utf-8", errors="replace") as fh:
-        fh.readline()
+        fields = [f.strip().strip('"') for f in header.strip().lstrip("\ufeff").split(",")]
+        if len(fields) != 2 or fields[1].lower() != "label" or not fields[0]:
+            raise DataError(
+                f"{path}: expected a header of two columns like BlockId,Label, "
+                f"got {header.strip()!r}"
+            )
         if not any(line.strip() for line in fh):
             raise DataError(f"{path}: no label rows")
     text = F.regexp_replace(F.col("value"), r"\r$", "")
