@@ -385,17 +385,18 @@ def mine_night(
                 source, len(fallback),
             )  # fmt: skip
 
-        text = message_text()
-        masked, values = masker.masked(text), masker.values(text)
         lookup = mapping.select("masked", "template_id", "generalised")
         if n_distinct <= BROADCAST_MESSAGES:
             lookup = F.broadcast(lookup)
         events = (
-            bronze.select(
-                "file", "line_no", "ts", "level", "component", "node", "session_keys",
-                "label", "parse_ok", "parse_error", masked.alias("masked"),
-                values.alias("values"),
+            masker.with_masked_values(
+                bronze.select(
+                    "file", "line_no", "ts", "level", "component", "node", "session_keys",
+                    "label", "parse_ok", "parse_error", message_text().alias("text"),
+                ),
+                F.col("text"),
             )
+            .drop("text")
             .join(lookup, "masked", "left")
             .select(
                 "file", "line_no", "ts", "level", "component", "node", "session_keys",
