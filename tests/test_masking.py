@@ -46,9 +46,16 @@ def test_first_chars(regex: str, first: str | None) -> None:
     ("regex", "ahead"),
     [
         (r"blk_-?\d+", "(?=[b])"),
-        # a rule that starts at a word boundary keeps it in its branch of the look-ahead
-        (r"(?:blk_\d+)|(?:\b[0-9a-f]{8}-)|(?:\b0x\d+)", r"(?=[b]|\b[0-9a-f0])"),
-        (r"\b[0-9a-f]{8}-", r"(?=\b[0-9a-f])"),
+        # a rule that starts at a word boundary keeps it in its branch of the look-ahead,
+        # with its first two characters where the regex says what they are
+        (r"(?:blk_\d+)|(?:\b[0-9a-f]{8}-)|(?:\b0x\d+)", r"(?=[b]|\b[0-9a-f0][0-9a-fx])"),
+        (r"\b[0-9a-f]{8}-", r"(?=\b[0-9a-f][0-9a-f])"),
+        (r"\b\d{2,}", r"(?=\b[\d][\d])"),
+        (r"\ba+c", r"(?=\b[a][ac])"),
+        # one character where a match may be one character long or the first may be absent
+        (r"(?:\bx)|(?:\bab)", r"(?=\b[xa])"),
+        (r"\ba+", r"(?=\b[a])"),
+        (r"\b[KGTM]?B\b", r"(?=\b[KGTMB])"),
         (r"(?:(?:\bx)|y)", r"(?=[y]|\b[x])"),
         # a repeated group is not a whole alternative: its \b is not looked into
         (r"(?:\bx)+|y", r"(?=[xy])"),

@@ -31,8 +31,11 @@ class Masker:
     text: at each position the first listed rule that matches wins.  A rule that refers to an
     earlier rule's output (its regex mentions ``<``) starts a new scan.  Each scan is prefixed
     with a look-ahead for the characters a match can start with (when :func:`first_chars` can
-    tell), so Java's matcher skips most positions after one character test: on HDFS lines this
-    makes masking about 1.5x cheaper, with identical output (docs/BENCHMARKS.md).
+    tell), so Java's matcher skips most positions after one character test.  Rules that start
+    with ``\\b`` (UUIDs, hex) get a branch of their own, ``\\b`` and their first two
+    characters, so a letter inside a word is not a candidate just because a UUID may start
+    with it.  On HDFS lines this makes masking about 1.5x cheaper, with identical output
+    (docs/BENCHMARKS.md).
     """
 
     rules: tuple[MaskRule, ...]
@@ -233,26 +236,34 @@ def first_chars(regex: str) -> str | None:
 
 
 def look_ahead(regex: str) -> str | None:
-    """A look-ahead ``(?=...)`` that every match of ``regex`` passes at its start.
+    r"""A look-ahead ``(?=...)`` that every match of ``regex`` passes at its start.
 
     Alternatives (at the top level or inside a group that is a whole alternative) that start
-    with ``\b`` keep that assertion in front of their first characters: ``(?=[...]|\b[...])``.
+    with ``\b`` keep that assertion in front of their first characters, and of their second
+    too when the regex says what it is for all of them: ``(?=[...]|\b[...][...])``.
     ``None`` where :func:`first_chars` cannot tell.
     """
     parts = _look_ahead_parts(regex)
     if parts is None:
         return None
     plain, bounded = parts
-    branches = ([f"[{plain}]"] if plain else []) + ([f"\\b[{bounded}]"] if bounded else [])
+    branches = [f"[{plain}]"] if plain else []
+    if bounded:
+        firsts = "".join(first for first, _ in bounded)
+        seconds = [second for _, second in bounded if second is not None]
+        pair = f"[{''.join(seconds)}]" if len(seconds) == len(bounded) else ""
+        branches.append(f"\\b[{firsts}]{pair}")
     return f"(?={'|'.join(branches)})"
 
 
-def _look_ahead_parts(regex: str) -> tuple[str, str] | None:
-    """(first characters of the plain alternatives, of those behind a leading ``\b``)."""
+def _look_ahead_parts(regex: str) -> tuple[str, list[tuple[str, str | None]]] | None:
+    r"""First characters of the plain alternatives; (first, second or ``None``) characters
+    of each alternative behind a leading ``\b``."""
     alternatives = _split_alternatives(regex)
     if alternatives is None:
         return None
-    plain = bounded = ""
+    plain = ""
+    bounded: list[tuple[str, str | None]] = []
     for alt in alternatives:
         if alt.startswith("(?:") and _close_paren(alt, 0) == len(alt) - 1:
             inner = _look_ahead_parts(alt[3:-1])
@@ -264,10 +275,65 @@ def _look_ahead_parts(regex: str) -> tuple[str, str] | None:
         if first is None:
             return None
         if alt.startswith("\\b"):
-            bounded += first
+            bounded.append((first, _second_chars(alt[2:])))
         else:
             plain += first
     return plain, bounded
+
+
+def _second_chars(seq: str) -> str | None:
+    """A class body covering the second character of every match of the sequence ``seq``,
+    when it starts with a single-character atom that the match cannot end with; ``None``
+    otherwise."""
+    if not seq:
+        return None
+    c = seq[0]
+    if c == "[":
+        end = _close_bracket(seq, 0)
+        if end < 0 or seq[1] == "^":
+            return None
+        first, i = _class_body(seq[1:end]), end + 1
+    elif c == "\\":
+        e = seq[1:2]
+        if not e or not (e in _CLASS_ESCAPES or not e.isalnum()):
+            return None
+        first, i = seq[:2], 2
+    elif c.isalnum():
+        first, i = c, 1
+    else:
+        return None
+    low, high, i = _repeats(seq, i)
+    if low >= 2:
+        return first
+    if low < 1:
+        return None
+    rest = _first_of_sequence(seq[i:])
+    if rest is None:
+        return None
+    return rest if high == 1 else first + rest
+
+
+def _repeats(s: str, i: int) -> tuple[int, float, int]:
+    """(least, most repeats, index after) of the quantifier at ``s[i]`` (none: once)."""
+    inf = float("inf")
+    if i >= len(s) or s[i] not in "?*+{":
+        return 1, 1, i
+    c = s[i]
+    if c == "{":
+        end = s.find("}", i)
+        bounds = s[i + 1 : end].split(",") if end > 0 else []
+        if not bounds or not all(b.strip().isdigit() or (k and not b.strip())
+                                 for k, b in enumerate(bounds)):  # fmt: skip
+            return 0, inf, i  # not a quantifier this analysis follows: claim nothing
+        low = int(bounds[0])
+        high = inf if len(bounds) > 1 and not bounds[1].strip() else int(bounds[-1])
+        i = end + 1
+    else:
+        low, high = (0 if c in "?*" else 1), (1 if c == "?" else inf)
+        i += 1
+    if i < len(s) and s[i] in "?+":  # lazy / possessive
+        i += 1
+    return low, high, i
 
 
 def _class_body(body: str) -> str:
