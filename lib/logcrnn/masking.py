@@ -193,29 +193,6 @@ def _split_alternatives(s: str) -> list[str] | None:
     return parts
 
 
-def _quantifier(s: str, i: int) -> tuple[bool, int]:
-    """(may repeat zero times, index after the quantifier) for a quantifier at s[i]."""
-    if i >= len(s):
-        return False, i
-    c = s[i]
-    optional = False
-    if c in "?*+":
-        optional = c in "?*"
-        i += 1
-    elif c == "{":
-        end = s.find("}", i)
-        if end < 0:
-            return False, i
-        low = s[i + 1 : end].split(",")[0].strip()
-        optional = low in ("", "0")
-        i = end + 1
-    else:
-        return False, i
-    if i < len(s) and s[i] in "?+":  # lazy / possessive
-        i += 1
-    return optional, i
-
-
 def first_chars(regex: str) -> str | None:
     """A Java character-class body (for ``[...]``) covering every first character of a match
     of ``regex``.
@@ -285,23 +262,10 @@ def _second_chars(seq: str) -> str | None:
     """A class body covering the second character of every match of the sequence ``seq``,
     when it starts with a single-character atom that the match cannot end with; ``None``
     otherwise."""
-    if not seq:
+    atom = _atom(seq, 0)
+    if atom is None:
         return None
-    c = seq[0]
-    if c == "[":
-        end = _close_bracket(seq, 0)
-        if end < 0 or seq[1] == "^":
-            return None
-        first, i = _class_body(seq[1:end]), end + 1
-    elif c == "\\":
-        e = seq[1:2]
-        if not e or not (e in _CLASS_ESCAPES or not e.isalnum()):
-            return None
-        first, i = seq[:2], 2
-    elif c.isalnum():
-        first, i = c, 1
-    else:
-        return None
+    first, i = atom
     low, high, i = _repeats(seq, i)
     if low >= 2:
         return first
@@ -345,6 +309,31 @@ def _class_body(body: str) -> str:
     return body
 
 
+def _atom(s: str, i: int) -> tuple[str, int] | None:
+    """(class body, index after) of the one-character atom at ``s[i]``: a character class,
+    a class escape (``\\d``, ``\\p{L}``, ...), an escaped symbol or a literal character;
+    ``None`` for anything else (groups, ``.``, negated classes, ``\\Q``, ``\\x..``, ...)."""
+    c = s[i : i + 1]
+    if c == "[":
+        end = _close_bracket(s, i)
+        if end < 0 or s[i + 1] == "^":
+            return None
+        return _class_body(s[i + 1 : end]), end + 1
+    if c == "\\":
+        e = s[i + 1 : i + 2]
+        if not e or e in _ZERO_WIDTH_ESCAPES:
+            return None
+        if e in _CLASS_ESCAPES or not e.isalnum():
+            return s[i : i + 2], i + 2
+        if e in "pP" and s[i + 2 : i + 3] == "{":
+            end = s.find("}", i)
+            return s[i : end + 1], end + 1
+        return None  # \Q, \x.., \u...., back-references: not analysed
+    if not c or c in ".|()*+?{^$":
+        return None
+    return (c if c.isalnum() else f"\\{c}"), i + 1
+
+
 def _first_of_sequence(s: str) -> str | None:
     acc = ""
     i = 0
@@ -372,37 +361,18 @@ def _first_of_sequence(s: str) -> str | None:
                 body = head
             part = first_chars(body)
             i = end + 1
-        elif c == "[":
-            end = _close_bracket(s, i)
-            if end < 0 or s[i + 1] == "^":
-                return None
-            part = _class_body(s[i + 1 : end])
-            i = end + 1
-        elif c == "\\":
-            if i + 1 >= len(s):
-                return None
-            e = s[i + 1]
-            if e in _ZERO_WIDTH_ESCAPES:
-                i += 2
-                continue
-            if e in _CLASS_ESCAPES or not e.isalnum():
-                part = s[i : i + 2]
-                i += 2
-            elif e in "pP" and i + 2 < len(s) and s[i + 2] == "{":
-                end = s.find("}", i)
-                part = s[i : end + 1]
-                i = end + 1
-            else:
-                return None  # \Q, \x.., \u...., back-references: not analysed
-        elif c in ".|)*+?{":
-            return None
+        elif c == "\\" and s[i + 1 : i + 2] in _ZERO_WIDTH_ESCAPES:
+            i += 2
+            continue
         else:
-            part = c if c.isalnum() else f"\\{c}"
-            i += 1
+            atom = _atom(s, i)
+            if atom is None:
+                return None
+            part, i = atom
         if part is None:
             return None
-        optional, i = _quantifier(s, i)
+        low, _, i = _repeats(s, i)
         acc += part
-        if not optional:
+        if low > 0:
             return acc
     return None  # the whole sequence may match nothing
