@@ -34,7 +34,7 @@ def test_synthetic_windows_are_shaped_like_gold_windows() -> None:
         assert len(seq) == 8 and (seq[kept:] == 0).all() and (seq[:kept] >= 2).all()
         # the sequence holds the vocabulary indices of the window's template ids, in order
         assert [ids[i - 2] for i in seq[:kept]] == list(row.template_ids)
-        assert len(row.features_std) == 3
+        assert len(row.features_std) == 3 and len(row.semantic) == 16
     assert pdf["window_id"].is_unique and pdf["label"].isna().all()
     again = bench.synth_windows(400, seq_len=8, n_features=3, template_ids=ids, seed=1)
     assert again.equals(table)
@@ -49,9 +49,10 @@ def test_plain_inference_scores_what_the_scoring_udf_scores(cfg: Config, tmp_pat
     pick = (0, 3, 5, 7, 11, 13, 17, 19, 20, 21, 22, 25)
     scorer = score.Scorer(model.to_bytes(), "v-plain", 0.5, pick, texts, batch_size=64)
     expected = score.score_frame(table.to_pandas(), scorer)["score"].to_numpy()
-    seq, length, feats = bench.plain_arrays(tmp_path, model.config.vocab_size, pick)
+    seq, length, feats, sem = bench.plain_arrays(tmp_path, model.config.vocab_size, pick)
     assert seq.shape == (300, cfg.features.seq_len) and feats.shape == (300, 12)
-    got = bench.plain_scores(CRNN.from_bytes(scorer.model_blob), seq, length, feats, 100)
+    assert sem.shape == (300, cfg.features.word2vec_size)
+    got = bench.plain_scores(CRNN.from_bytes(scorer.model_blob), seq, length, feats, sem, 100)
     assert got == pytest.approx(expected, abs=1e-6)
 
 

@@ -119,6 +119,7 @@ def _batch(config: CRNNConfig, lengths: list[int], seed: int = 0) -> dict[str, t
         "sequence": seq,
         "length": length,
         "features": torch.randn(b, config.n_features, generator=g),
+        "semantic": torch.randn(b, config.sem_dim, generator=g),
         "label": torch.tensor([i % 2 for i in range(b)]),
     }
 
@@ -131,7 +132,7 @@ def test_crnn_output_shapes_and_attention_masks_padding() -> None:
     torch.manual_seed(0)
     model = CRNN(cfg, np.random.default_rng(0).normal(size=(20, 4))).eval()
     batch = _batch(cfg, [12, 5, 1, 20, 0])
-    out = model(batch["sequence"], batch["length"], batch["features"])
+    out = model(batch["sequence"], batch["length"], batch["features"], batch["semantic"])
     assert out.logit.shape == (5,)
     assert out.attention.shape == (5, 12)
     assert out.top_states.shape == (5, 12, cfg.hidden)
@@ -152,14 +153,15 @@ def test_crnn_ignores_content_beyond_length() -> None:
     noisy = seq.clone()
     noisy[0, 7:] = 5
     noisy[1, 3:] = torch.arange(2, 11)
-    first = model(seq, batch["length"], batch["features"])
-    second = model(noisy, batch["length"], batch["features"])
+    first = model(seq, batch["length"], batch["features"], batch["semantic"])
+    second = model(noisy, batch["length"], batch["features"], batch["semantic"])
     torch.testing.assert_close(first.logit, second.logit)
     torch.testing.assert_close(first.attention, second.attention)
     # ... while content inside the length does matter
     changed = seq.clone()
     changed[0, 2] = 1 if int(seq[0, 2]) != 1 else 2
-    assert not torch.equal(model(changed, batch["length"], batch["features"]).logit, first.logit)
+    again = model(changed, batch["length"], batch["features"], batch["semantic"])
+    assert not torch.equal(again.logit, first.logit)
 
 
 def test_crnn_without_features_or_semantics_runs() -> None:
@@ -266,13 +268,39 @@ def test_a_model_saved_before_the_clip_existed_loads_unclipped() -> None:
     assert CRNN.from_bytes(model.to_bytes()).config.feature_clip == 3.0
 
 
+def test_the_head_reads_the_window_semantic_vector() -> None:
+    cfg = CRNNConfig(vocab_size=12, seq_len=8, n_features=2, sem_dim=3)
+    assert cfg.head_semantic
+    torch.manual_seed(4)
+    model = CRNN(cfg, np.random.default_rng(4).normal(size=(12, 3))).eval()
+    batch = _batch(cfg, [8, 3])
+    args = (batch["sequence"], batch["length"], batch["features"])
+    first = model(*args, batch["semantic"]).logit
+    # the same sequences with other window vectors (e.g. templates unseen in training, which
+    # all read as UNKNOWN in the sequence but keep their own vectors) score differently
+    other = model(*args, batch["semantic"] + 1.0).logit
+    assert bool((first != other).all())
+    with pytest.raises(DataError, match="semantic vectors"):
+        model(*args)
+    with pytest.raises(DataError, match="semantic vectors"):
+        model(*args, batch["semantic"][:, :2])
+    # without it, or without semantic vectors at all, the window vector is not read
+    off = CRNN(CRNNConfig.from_dict({**cfg.to_dict(), "head_semantic": False})).eval()
+    torch.testing.assert_close(off(*args).logit, off(*args, batch["semantic"] + 1.0).logit)
+    # a model saved before the setting existed loads without it
+    saved = off.config.to_dict()
+    del saved["head_semantic"]
+    assert not CRNNConfig.from_saved(saved).head_semantic
+    assert CRNN.from_bytes(model.to_bytes()).config.head_semantic
+
+
 def test_crnn_bytes_round_trip() -> None:
     cfg = CRNNConfig(vocab_size=12, seq_len=8, n_features=2, sem_dim=3)
     torch.manual_seed(3)
     model = CRNN(cfg, np.random.default_rng(3).normal(size=(12, 3))).eval()
     batch = _batch(cfg, [8, 3])
     again = CRNN.from_bytes(model.to_bytes())
-    args = (batch["sequence"], batch["length"], batch["features"])
+    args = (batch["sequence"], batch["length"], batch["features"], batch["semantic"])
     torch.testing.assert_close(again(*args).logit, model(*args).logit)
     with pytest.raises(DataError, match="cannot load"):
         CRNN.from_bytes(b"not a model")
@@ -457,8 +485,16 @@ SCORES = np.array([0.1, 0.4, 0.35, 0.8, 0.99])
 
 
 def test_best_f1_threshold_exact() -> None:
-    # thresholds 0.1 / 0.35 / 0.4 / 0.8 give F1 2/3, 0.8, 0.5, 2/3 (the -1 row is ignored)
-    assert best_f1_threshold(LABELS, SCORES) == 0.35
+    # thresholds 0.1 / 0.35 / 0.4 / 0.8 give F1 2/3, 0.8, 0.5, 2/3 (the -1 row is ignored);
+    # flagging from 0.35 is best, and every threshold in (0.1, 0.35] flags the same windows:
+    # the middle of that gap
+    assert best_f1_threshold(LABELS, SCORES) == pytest.approx(0.225)
+    assert evaluate_scores(LABELS, SCORES, best_f1_threshold(LABELS, SCORES))["f1"] == 0.8
+    # the best is to flag everything: the lowest score, no gap below it
+    assert best_f1_threshold(np.array([1, 0, 1]), np.array([0.3, 0.5, 0.9])) == 0.3
+    # adjacent floats have no middle: the edge itself
+    edge = np.nextafter(0.5, 1.0)
+    assert best_f1_threshold(np.array([0, 1]), np.array([0.5, edge])) == edge
     assert best_f1_threshold(np.array([0, 0]), np.array([0.2, 0.7])) > 0.7
     assert best_f1_threshold(np.array([1, 1]), np.array([0.2, 0.7])) == 0.2
 

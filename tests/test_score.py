@@ -25,12 +25,16 @@ from logcrnn.lake import Lake
 from logcrnn.model.crnn import CRNN, CRNNConfig
 
 
-def _scorer(seq_len: int = 6, n_features: int = 2, threshold: float = 0.5) -> score.Scorer:
+def _scorer(
+    seq_len: int = 6, n_features: int = 2, threshold: float = 0.5, sem_dim: int = 0
+) -> score.Scorer:
     torch.manual_seed(0)
-    model = CRNN(CRNNConfig(vocab_size=8, seq_len=seq_len, n_features=n_features, sem_dim=0))
+    vectors = np.random.default_rng(0).normal(size=(8, sem_dim)) if sem_dim else None
+    config = CRNNConfig(vocab_size=8, seq_len=seq_len, n_features=n_features, sem_dim=sem_dim)
+    model = CRNN(config, vectors)
     return score.Scorer(
         model_blob=model.to_bytes(),
-        version="v-test",
+        version=f"v-test-{sem_dim}",  # workers cache a loaded model by its version
         threshold=threshold,
         feature_index=(0, 2)[:n_features],
         texts={"a": "open <*>", "b": "close <*>"},
@@ -50,6 +54,7 @@ def _windows(n: int, seq_len: int = 6) -> pd.DataFrame:
             "length": [seq_len] * n,
             "template_ids": [["a", "b", "a", "c", "b", "a"][:seq_len] for _ in range(n)],
             "sequence": seqs,
+            "semantic": [list(rng.normal(size=4)) for _ in range(n)],
             "features_std": [list(rng.normal(size=3)) for _ in range(n)],
             "label": [None] * n,
             "first_file": "f.log",
@@ -104,6 +109,17 @@ def test_top_templates_sum_attention_per_template() -> None:
 def test_windows_of_another_sequence_length_are_refused() -> None:
     with pytest.raises(DataError, match="the model takes 6"):
         score.score_frame(_windows(3, seq_len=4), _scorer())
+
+
+def test_the_window_semantic_vectors_reach_the_model() -> None:
+    scorer = _scorer(sem_dim=4)
+    windows = _windows(5)
+    first = score.score_frame(windows, scorer)["score"].to_numpy()
+    moved = windows.assign(semantic=[[v + 1.0 for v in row] for row in windows["semantic"]])
+    assert (score.score_frame(moved, scorer)["score"].to_numpy() != first).all()
+    short = windows.assign(semantic=[row[:3] for row in windows["semantic"]])
+    with pytest.raises(DataError, match="semantic of length 3, the model takes 4"):
+        score.score_frame(short, scorer)
 
 
 def test_templates_outside_the_vocabulary_score_as_unknown() -> None:

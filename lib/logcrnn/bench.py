@@ -517,6 +517,7 @@ def synth_windows(
     template_ids: list[str],
     seed: int = 0,
     first: int = 0,
+    sem_dim: int = 16,
 ) -> Any:
     """``n`` random rows shaped like gold.windows' :data:`logcrnn.score.INPUT_COLUMNS`.
 
@@ -524,7 +525,8 @@ def synth_windows(
     events (clipped to 2..300, so a few windows are truncated at ``seq_len``); each event is
     one of ``template_ids`` drawn with Zipf frequencies; ``sequence`` holds their vocabulary
     indices (2 + position in ``template_ids``) padded with 0 to ``seq_len``; ``features_std``
-    is ``n_features`` standard normals.  ``first`` numbers the windows (ids, keys, lines).
+    is ``n_features`` and ``semantic`` ``sem_dim`` standard normals.  ``first`` numbers the
+    windows (ids, keys, lines).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -563,6 +565,7 @@ def synth_windows(
             np.concatenate([[0], np.cumsum(kept)]),
         ),
         "sequence": fixed(sequence, seq_len),
+        "semantic": fixed(rng.standard_normal((n, sem_dim)), sem_dim),
         "features_std": fixed(rng.standard_normal((n, n_features)), n_features),
         "label": pa.nulls(n, pa.int32()),
         "first_file": pa.array(["bench.log"] * n),
@@ -580,7 +583,8 @@ def _score_data(cfg: Config, source: str, n: int, files: int, workdir: Path, see
     from logcrnn.features import feature_names
 
     seq_len, n_all = cfg.features.seq_len, len(feature_names(cfg.features.scales))
-    folder = workdir / f"score-windows-{source}-{n}-{files}-{seq_len}-{n_all}-{seed}"
+    sem_dim = cfg.features.word2vec_size
+    folder = workdir / f"score-windows-{source}-{n}-{files}-{seq_len}-{n_all}-{sem_dim}-{seed}"
     marker = folder / "_DONE"
     if marker.is_file():
         return folder
@@ -591,18 +595,20 @@ def _score_data(cfg: Config, source: str, n: int, files: int, workdir: Path, see
     first = 0
     for i, count in enumerate(per_file):
         # chunks bound the memory of a big file; each chunk has its own random stream
-        with pq.ParquetWriter(folder / f"part-{i:04d}.parquet", _score_schema(seq_len)) as out:
+        schema = _score_schema(seq_len, sem_dim)
+        with pq.ParquetWriter(folder / f"part-{i:04d}.parquet", schema) as out:
             for lo in range(0, count, _SCORE_ROWS_PER_FILE):
                 k = min(_SCORE_ROWS_PER_FILE, count - lo)
                 out.write_table(synth_windows(k, seq_len, n_all, ids, seed=seed * 1_000_003 +
-                                              first + lo, first=first + lo))  # fmt: skip
+                                              first + lo, first=first + lo,
+                                              sem_dim=sem_dim))  # fmt: skip
         first += count
     marker.write_text(json.dumps({"windows": n, "files": files}))
     return folder
 
 
-def _score_schema(seq_len: int) -> Any:
-    return synth_windows(1, seq_len, 1, ["x"]).schema
+def _score_schema(seq_len: int, sem_dim: int) -> Any:
+    return synth_windows(1, seq_len, 1, ["x"], sem_dim=sem_dim).schema
 
 
 def bench_model(cfg: Config, vocab_size: int, seed: int = 0) -> Any:
@@ -631,24 +637,31 @@ def bench_model(cfg: Config, vocab_size: int, seed: int = 0) -> Any:
 
 def plain_arrays(
     folder: Path, vocab_size: int, feature_index: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The model inputs of the windows in ``folder``, prepared as :func:`score.score_frame`
-    does: (N, L) int64 indices (unseen -> 1), (N,) int64 lengths, (N, F) float32 features."""
+    does: (N, L) int64 indices (unseen -> 1), (N,) int64 lengths, (N, F) float32 features,
+    (N, D) float32 semantic vectors."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(folder, columns=["sequence", "length", "features_std"])
+    table = pq.read_table(folder, columns=["sequence", "length", "semantic", "features_std"])
     n = table.num_rows
     seq = table["sequence"].combine_chunks().flatten().to_numpy().astype(np.int64).reshape(n, -1)
     seq = np.where(seq >= vocab_size, 1, seq)
     length = table["length"].to_numpy().astype(np.int64)
     std = table["features_std"].combine_chunks().flatten().to_numpy().reshape(n, -1)
-    return seq, length, std[:, list(feature_index)].astype(np.float32)
+    sem = table["semantic"].combine_chunks().flatten().to_numpy().reshape(n, -1)
+    return seq, length, std[:, list(feature_index)].astype(np.float32), sem.astype(np.float32)
 
 
 def plain_scores(
-    model: Any, sequence: np.ndarray, length: np.ndarray, features: np.ndarray, batch_size: int
+    model: Any,
+    sequence: np.ndarray,
+    length: np.ndarray,
+    features: np.ndarray,
+    semantic: np.ndarray,
+    batch_size: int,
 ) -> np.ndarray:
-    """Plain batched inference: (N, L), (N,), (N, F) -> (N,) float64 P(anomalous)."""
+    """Plain batched inference: (N, L), (N,), (N, F), (N, D) -> (N,) float64 P(anomalous)."""
     import torch
 
     n = len(length)
@@ -660,6 +673,7 @@ def plain_scores(
                 torch.from_numpy(sequence[lo:hi]),
                 torch.from_numpy(length[lo:hi]),
                 torch.from_numpy(features[lo:hi]),
+                torch.from_numpy(semantic[lo:hi]),
             ).logit
             out[lo:hi] = torch.sigmoid(logit).double().numpy()
     return out
@@ -718,7 +732,7 @@ def bench_score(
     )
     plain_model = CRNN.from_bytes(scorer.model_blob)  # what every Python worker loads
     load_before = os.getloadavg()
-    sequence, length, feats = plain_arrays(data, model.config.vocab_size, pick)
+    sequence, length, feats, sem = plain_arrays(data, model.config.vocab_size, pick)
     n = len(length)
     default_threads = torch.get_num_threads()
     if plain_threads is None:
@@ -740,7 +754,7 @@ def bench_score(
                 for threads in variants:
                     torch.set_num_threads(threads)
                     started = time.perf_counter()
-                    scores = plain_scores(plain_model, sequence, length, feats, batch_size)
+                    scores = plain_scores(plain_model, sequence, length, feats, sem, batch_size)
                     plain_s[threads].append(time.perf_counter() - started)
                     plain_sum = float(scores.sum())
                 torch.set_num_threads(default_threads)

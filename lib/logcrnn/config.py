@@ -131,6 +131,7 @@ class CRNNSettings:
     lambda_tc: float = 0.01
     lambda_reg: float = 1e-5
     feature_clip: float = 3.0
+    head_semantic: bool = True
 
 
 @dataclass(frozen=True)

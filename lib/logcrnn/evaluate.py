@@ -366,140 +366,199 @@ def _window_key(r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["kind"], r["key"], r["grid_start"], r["kind"] == "count" and bool(r["line_order"]))
 
 
-def run(spark: SparkSession, cfg: Config, spec: EvalSpec) -> EvalReport:
-    """Run one evaluation (see the module docstring); the scratch lake is removed after."""
+@dataclass
+class Prepared:
+    """One log's labelled windows, split, as the models see them (:func:`prepare`).
+
+    ``train``, ``valid``, ``test``: the model inputs (with ``--noise``, ``test`` holds the
+    noisy copies); ``vectors``: (V, D) template vectors of the training vocabulary;
+    ``test_types``: the alert types of each test window (empty sets without types);
+    ``types``: whether the labels carry types at all; ``lines``: lines read; ``windows``:
+    windows built; ``labelled``: of those, with a label; ``vocabulary``: training templates;
+    ``chosen``: the chosen feature names; ``window``: the window kind or spec.
+    """
+
+    train: WindowArrays
+    valid: WindowArrays
+    test: WindowArrays
+    vectors: np.ndarray
+    test_types: list[set[str]]
+    types: bool
+    lines: int
+    windows: int
+    labelled: int
+    vocabulary: int
+    chosen: list[str]
+    window: str
+
+
+def prepare(spark: SparkSession, cfg: Config, spec: EvalSpec, work: Path) -> Prepared:
+    """Steps 1-5 of the module docstring in the scratch folder ``work``: the arrays every
+    model of :func:`run` fits and scores (``spec.models`` is not read)."""
+    conf = _scratch_config(cfg, spec, work / "sources")
+    source_spec = load_source(conf, spec.source)
+    if source_spec.windows.kind == "session" and spec.labels is None:
+        raise UsageError(f"{spec.source} has session windows: give --labels")
+    if source_spec.windows.kind != "session" and spec.labels is not None:
+        raise UsageError("--labels is for session windows; line labels are in the log")
+    lake = Lake(spark, str(work / "lake"))
+    report_in = ingest.run(spark, conf, spec.source, [str(spec.log)], CLEAN_NIGHT, lake=lake)
+    mining.mine_night(spark, conf, lake, spec.source, CLEAN_NIGHT)
+    windows.build_windows(
+        spark, conf, lake, spec.source, CLEAN_NIGHT, labels=spec.labels, use_stats=False
+    )
+    first = _collect(lake, spec.source, CLEAN_NIGHT)
+    labelled = [r for r in first if r["label"] is not None]
+    if not labelled:
+        raise DataError(f"{spec.log}: no window has a label")
+    start = np.array([r["start_ts"].timestamp() if r["start_ts"] else np.inf for r in labelled])
+    label = np.array([int(r["label"]) for r in labelled])
+    train_pos, valid_pos, test_pos = split(start, label, spec.protocol, spec.seed, spec.dev)
+    fit_ids = [labelled[i]["window_id"] for i in np.concatenate([train_pos, valid_pos])]
+    log.info("split: %d train, %d valid, %d test windows",
+             len(train_pos), len(valid_pos), len(test_pos))  # fmt: skip
+
+    stats, chosen, chosen_idx = _fit_on_training(spark, conf, lake, spec.source, fit_ids)
+    windows.build_windows(
+        spark, conf, lake, spec.source, CLEAN_NIGHT, labels=spec.labels, stats=stats
+    )
+    rows = {_window_key(r): r for r in _collect(lake, spec.source, CLEAN_NIGHT)}
+    vocab_size, seq_len = stats.counts_size, conf.features.seq_len
+
+    def arrays(records: list[dict[str, Any]]) -> WindowArrays:
+        return from_records(records, chosen_idx, vocab_size, seq_len)
+
+    def part(pos: np.ndarray, source_rows: dict[tuple[Any, ...], dict[str, Any]]) -> Any:
+        return [source_rows[_window_key(labelled[i])] for i in pos]
+
+    train = arrays(part(train_pos, rows))
+    valid = arrays(part(valid_pos, rows))
+    test = arrays(part(test_pos, rows))
+    noisy_rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if spec.noise > 0:
+        noisy_rows = _noisy_night(spark, conf, lake, spec, stats)
+        missing = [labelled[i]["window_id"] for i in test_pos
+                   if _window_key(labelled[i]) not in noisy_rows]  # fmt: skip
+        if missing:
+            log.warning("%d test windows have no noisy copy (their keys were lost)",
+                        len(missing))  # fmt: skip
+        test = arrays([noisy_rows[_window_key(labelled[i])] for i in test_pos
+                       if _window_key(labelled[i]) in noisy_rows])  # fmt: skip
+    for name, piece in (("training", train), ("validation", valid), ("test", test)):
+        piece.check(f"the {name} windows")
+    _check_split(train, valid, test)
+
+    texts = {r.template_id: r.template or "" for r in
+             lake.read(mining.TEMPLATES, CLEAN_NIGHT, spec.source).collect()}  # fmt: skip
+    vectors = template_table(
+        stats.vocab, texts, lambda t: stats.template_vector(t, stats.vector_size)
+    )
+    types_by_key = window_types(spark, conf, lake, spec.source, CLEAN_NIGHT)
+    test_types = [types_by_key.get(_window_key(labelled[i]), set()) for i in test_pos]
+    if spec.noise > 0:
+        test_types = [types_by_key.get(_window_key(labelled[i]), set()) for i in test_pos
+                      if _window_key(labelled[i]) in noisy_rows]  # fmt: skip
+    return Prepared(
+        train=train,
+        valid=valid,
+        test=test,
+        vectors=vectors,
+        test_types=test_types,
+        types=bool(types_by_key),
+        lines=int(report_in.lines_read),
+        windows=len(first),
+        labelled=len(labelled),
+        vocabulary=len(stats.vocab),
+        chosen=list(chosen),
+        window=spec.window or source_spec.windows.kind,
+    )
+
+
+def fit_model(
+    name: str, prep: Prepared, crnn: dict[str, Any], seed: int
+) -> tuple[ModelResult, np.ndarray]:
+    """Step 6 of the module docstring for one model: fit it on ``prep.train``, set its
+    threshold on ``prep.valid``, score ``prep.test``; returns its figures and test scores.
+
+    ``crnn``: the CRNN's settings (``train.crnn``); ``seed``: the model's seed.
+    """
     from logcrnn.model import baselines, metrics
     from logcrnn.model.fitting import FitSettings
 
+    train, valid, test = prep.train, prep.valid, prep.test
+    log.info("training %s on %d windows", name, len(train))
+    # one torch thread: on a 2-core machine torch's default of one thread per core
+    # fights Spark's idle JVM and the BLAS pool and ran >10x slower
+    settings = FitSettings(seed=seed, threads=1)
+    detector = baselines.make_detector(
+        name, template_vectors=prep.vectors, seed=seed, settings=settings
+    )
+    if isinstance(detector, baselines.CRNNDetector):
+        # the CRNN's sizes and loss weights of the config (train.crnn, --set)
+        detector.config.update(crnn)
+    t0 = time.perf_counter()
+    detector.fit(train, valid)
+    valid_scores = detector.score(valid)
+    threshold = _threshold(detector, valid, valid_scores, metrics)
+    t1 = time.perf_counter()
+    test_scores = detector.score(test)
+    t2 = time.perf_counter()
+    m = metrics.evaluate_scores(test.label, test_scores, threshold)
+    result = ModelResult(
+        model=name,
+        precision=round(float(m["precision"]), 4),
+        recall=round(float(m["recall"]), 4),
+        f1=round(float(m["f1"]), 4),
+        roc_auc=None if m["roc_auc"] is None else round(float(m["roc_auc"]), 4),
+        pr_auc=None if m["pr_auc"] is None else round(float(m["pr_auc"]), 4),
+        threshold=float(threshold),
+        train_s=round(t1 - t0, 2),
+        score_s=round(t2 - t1, 3),
+        tp=int(m["tp"]),
+        fp=int(m["fp"]),
+        tn=int(m["tn"]),
+        fn=int(m["fn"]),
+    )
+    if prep.types:
+        flagged = test_scores >= threshold
+        result.recall_by_type = recall_by_type(prep.test_types, test.label, flagged)
+    return result, test_scores
+
+
+def run(spark: SparkSession, cfg: Config, spec: EvalSpec) -> EvalReport:
+    """Run one evaluation (see the module docstring); the scratch lake is removed after."""
     started = time.perf_counter()
     load_source(cfg, spec.source)
     work = Path(spec.work) if spec.work else Path(tempfile.mkdtemp(prefix="logcrnn-eval-"))
     keep_work = spec.work is not None
     try:
-        conf = _scratch_config(cfg, spec, work / "sources")
-        source_spec = load_source(conf, spec.source)
-        if source_spec.windows.kind == "session" and spec.labels is None:
-            raise UsageError(f"{spec.source} has session windows: give --labels")
-        if source_spec.windows.kind != "session" and spec.labels is not None:
-            raise UsageError("--labels is for session windows; line labels are in the log")
-        lake = Lake(spark, str(work / "lake"))
-        report_in = ingest.run(spark, conf, spec.source, [str(spec.log)], CLEAN_NIGHT, lake=lake)
-        mining.mine_night(spark, conf, lake, spec.source, CLEAN_NIGHT)
-        windows.build_windows(
-            spark, conf, lake, spec.source, CLEAN_NIGHT, labels=spec.labels, use_stats=False
-        )
-        first = _collect(lake, spec.source, CLEAN_NIGHT)
-        labelled = [r for r in first if r["label"] is not None]
-        if not labelled:
-            raise DataError(f"{spec.log}: no window has a label")
-        start = np.array([r["start_ts"].timestamp() if r["start_ts"] else np.inf for r in labelled])
-        label = np.array([int(r["label"]) for r in labelled])
-        train_pos, valid_pos, test_pos = split(start, label, spec.protocol, spec.seed, spec.dev)
-        fit_ids = [labelled[i]["window_id"] for i in np.concatenate([train_pos, valid_pos])]
-        log.info("split: %d train, %d valid, %d test windows",
-                 len(train_pos), len(valid_pos), len(test_pos))  # fmt: skip
-
-        stats, chosen, chosen_idx = _fit_on_training(spark, conf, lake, spec.source, fit_ids)
-        windows.build_windows(
-            spark, conf, lake, spec.source, CLEAN_NIGHT, labels=spec.labels, stats=stats
-        )
-        rows = {_window_key(r): r for r in _collect(lake, spec.source, CLEAN_NIGHT)}
-        vocab_size, seq_len = stats.counts_size, conf.features.seq_len
-
-        def arrays(records: list[dict[str, Any]]) -> WindowArrays:
-            return from_records(records, chosen_idx, vocab_size, seq_len)
-
-        def part(pos: np.ndarray, source_rows: dict[tuple[Any, ...], dict[str, Any]]) -> Any:
-            return [source_rows[_window_key(labelled[i])] for i in pos]
-
-        train = arrays(part(train_pos, rows))
-        valid = arrays(part(valid_pos, rows))
-        test = arrays(part(test_pos, rows))
-        noisy_rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-        if spec.noise > 0:
-            noisy_rows = _noisy_night(spark, conf, lake, spec, stats)
-            missing = [labelled[i]["window_id"] for i in test_pos
-                       if _window_key(labelled[i]) not in noisy_rows]  # fmt: skip
-            if missing:
-                log.warning("%d test windows have no noisy copy (their keys were lost)",
-                            len(missing))  # fmt: skip
-            test = arrays([noisy_rows[_window_key(labelled[i])] for i in test_pos
-                           if _window_key(labelled[i]) in noisy_rows])  # fmt: skip
-        for name, piece in (("training", train), ("validation", valid), ("test", test)):
-            piece.check(f"the {name} windows")
-        _check_split(train, valid, test)
-
-        texts = {r.template_id: r.template or "" for r in
-                 lake.read(mining.TEMPLATES, CLEAN_NIGHT, spec.source).collect()}  # fmt: skip
-        vectors = template_table(
-            stats.vocab, texts, lambda t: stats.template_vector(t, stats.vector_size)
-        )
-        types_by_key = window_types(spark, conf, lake, spec.source, CLEAN_NIGHT)
-        test_types = [types_by_key.get(_window_key(labelled[i]), set()) for i in test_pos]
-        if spec.noise > 0:
-            test_types = [types_by_key.get(_window_key(labelled[i]), set()) for i in test_pos
-                          if _window_key(labelled[i]) in noisy_rows]  # fmt: skip
-        results = []
+        prep = prepare(spark, cfg, spec, work)
+        train, valid, test = prep.train, prep.valid, prep.test
+        results: list[ModelResult] = []
         curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name in spec.models:
-            log.info("training %s on %d windows", name, len(train))
-            # one torch thread: on a 2-core machine torch's default of one thread per core
-            # fights Spark's idle JVM and the BLAS pool and ran >10x slower
-            settings = FitSettings(seed=spec.seed, threads=1)
-            detector = baselines.make_detector(
-                name, template_vectors=vectors, seed=spec.seed, settings=settings
-            )
-            if isinstance(detector, baselines.CRNNDetector):
-                # the CRNN's sizes and loss weights of the config (train.crnn, --set)
-                detector.config.update(dataclasses.asdict(cfg.train.crnn))
-            t0 = time.perf_counter()
-            detector.fit(train, valid)
-            valid_scores = detector.score(valid)
-            threshold = _threshold(detector, valid, valid_scores, metrics)
-            t1 = time.perf_counter()
-            test_scores = detector.score(test)
-            t2 = time.perf_counter()
-            m = metrics.evaluate_scores(test.label, test_scores, threshold)
-            results.append(
-                ModelResult(
-                    model=name,
-                    precision=round(float(m["precision"]), 4),
-                    recall=round(float(m["recall"]), 4),
-                    f1=round(float(m["f1"]), 4),
-                    roc_auc=None if m["roc_auc"] is None else round(float(m["roc_auc"]), 4),
-                    pr_auc=None if m["pr_auc"] is None else round(float(m["pr_auc"]), 4),
-                    threshold=float(threshold),
-                    train_s=round(t1 - t0, 2),
-                    score_s=round(t2 - t1, 3),
-                    tp=int(m["tp"]),
-                    fp=int(m["fp"]),
-                    tn=int(m["tn"]),
-                    fn=int(m["fn"]),
-                )  # fmt: skip
-            )
-            if types_by_key:
-                results[-1].recall_by_type = recall_by_type(
-                    test_types, test.label, test_scores >= threshold
-                )
+            result, test_scores = fit_model(name, prep, dataclasses.asdict(cfg.train.crnn),
+                                            spec.seed)  # fmt: skip
+            results.append(result)
             curves[name] = (test.label, test_scores)
         report = EvalReport(
             source=spec.source,
             log=str(spec.log),
             protocol=spec.protocol,
             dev=spec.dev,
-            window=spec.window or source_spec.windows.kind,
+            window=prep.window,
             noise=spec.noise,
             seed=spec.seed,
-            lines=int(report_in.lines_read),
-            windows=len(first),
-            unlabelled_windows=len(first) - len(labelled),
+            lines=prep.lines,
+            windows=prep.windows,
+            unlabelled_windows=prep.windows - prep.labelled,
             train=len(train),
             valid=len(valid),
             test=len(test),
             train_anomalies=int((train.label == 1).sum() + (valid.label == 1).sum()),
             test_anomalies=int((test.label == 1).sum()),
-            vocabulary=len(stats.vocab),
-            chosen_features=chosen,
+            vocabulary=prep.vocabulary,
+            chosen_features=prep.chosen,
             results=results,
         )
         report.seconds = round(time.perf_counter() - started, 1)

@@ -40,8 +40,8 @@ TOP_TEMPLATES = 3
 
 #: Columns of gold.windows the UDF reads.
 INPUT_COLUMNS = ("window_id", "kind", "key", "start_ts", "end_ts", "length", "template_ids",
-                 "sequence", "features_std", "label", "first_file", "first_line", "last_file",
-                 "last_line")  # fmt: skip
+                 "sequence", "semantic", "features_std", "label", "first_file", "first_line",
+                 "last_file", "last_line")  # fmt: skip
 OUTPUT_DDL = (
     "window_id string, kind string, key string, start_ts timestamp, end_ts timestamp, "
     "score double, is_anomaly boolean, top_templates array<struct<template_id: string, "
@@ -79,6 +79,20 @@ def _model(scorer: Scorer) -> tuple[Any, Any]:
     return _LOADED[key]  # type: ignore[no-any-return]
 
 
+def _fixed_width(pdf: pd.DataFrame, column: str, width: int, dtype: Any) -> np.ndarray:
+    """(n, width) array of a list column whose every row must hold ``width`` values."""
+    values = pdf[column].tolist()
+    bad = [i for i, v in enumerate(values) if v is None or len(v) != width]
+    if bad:
+        got = values[bad[0]]
+        raise DataError(
+            f"window {pdf['window_id'].iloc[bad[0]]}: {column} of length "
+            f"{0 if got is None else len(got)}, the model takes {width}: the windows were "
+            "built with other statistics than the model's"
+        )
+    return np.asarray(np.stack(values), dtype=dtype)
+
+
 def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     """Windows (:data:`INPUT_COLUMNS`) -> results (:data:`OUTPUT_DDL`), one row per window."""
     import torch
@@ -88,15 +102,7 @@ def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     n = len(pdf)
     if n == 0:
         return pd.DataFrame({c.split(" ")[0]: [] for c in _output_names()})
-    seqs = pdf["sequence"].tolist()
-    bad = [i for i, s in enumerate(seqs) if s is None or len(s) != cfg.seq_len]
-    if bad:
-        raise DataError(
-            f"window {pdf['window_id'].iloc[bad[0]]}: sequence of length "
-            f"{0 if seqs[bad[0]] is None else len(seqs[bad[0]])}, the model takes {cfg.seq_len}"
-            ": the windows were built with other statistics than the model's"
-        )
-    sequence = np.asarray(np.stack(seqs), dtype=np.int64)
+    sequence = _fixed_width(pdf, "sequence", cfg.seq_len, np.int64)
     sequence = np.where(sequence >= cfg.vocab_size, 1, sequence)  # unseen -> unknown
     length = pdf["length"].to_numpy(dtype=np.int64)
     pick = list(scorer.feature_index)
@@ -104,6 +110,9 @@ def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     if pick:
         std = np.stack(pdf["features_std"].tolist())
         feats = std[:, pick].astype(np.float32)
+    semantic = None
+    if cfg.head_semantic and cfg.sem_dim:
+        semantic = _fixed_width(pdf, "semantic", cfg.sem_dim, np.float32)
     scores = np.empty(n, dtype=np.float64)
     attention = np.empty((n, cfg.seq_len), dtype=np.float64)
     with torch.no_grad():
@@ -113,6 +122,7 @@ def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
                 torch.from_numpy(sequence[lo:hi]).to(device),
                 torch.from_numpy(length[lo:hi]).to(device),
                 torch.from_numpy(feats[lo:hi]).to(device),
+                None if semantic is None else torch.from_numpy(semantic[lo:hi]).to(device),
             )
             scores[lo:hi] = torch.sigmoid(out.logit).double().cpu().numpy()
             attention[lo:hi] = out.attention.double().cpu().numpy()

@@ -661,7 +661,7 @@ class CRNNDetector(_TorchDetector):
         model = CRNN(self.config_, self.template_vectors)
 
         def loss_fn(m: Any, batch: dict[str, Tensor]) -> Tensor:
-            out = m(batch["sequence"], batch["length"], batch["features"])
+            out = m(batch["sequence"], batch["length"], batch["features"], batch["semantic"])
             return crnn_loss(m, out, batch["label"], weights, length=batch["length"])
 
         valid_l = _labelled(_checked(valid, "crnn: valid"), "crnn", both=False)

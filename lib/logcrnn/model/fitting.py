@@ -178,7 +178,7 @@ def to_tensors(batch: Mapping[str, Any], device: torch.device) -> dict[str, Tens
 
 def logit_score(model: Any, batch: Mapping[str, Tensor]) -> Tensor:
     """Default score: ``sigmoid`` of the model's logit (CRNN-style call)."""
-    out = model(batch["sequence"], batch["length"], batch["features"])
+    out = model(batch["sequence"], batch["length"], batch["features"], batch.get("semantic"))
     logit = out.logit if hasattr(out, "logit") else out
     return torch.sigmoid(logit)
 

@@ -235,7 +235,7 @@ def train_worker(
     weights = (float(spec["class_weights"][0]), float(spec["class_weights"][1]))
 
     def loss_fn(m: Any, batch: dict[str, Tensor]) -> Tensor:
-        out = m(batch["sequence"], batch["length"], batch["features"])
+        out = m(batch["sequence"], batch["length"], batch["features"], batch["semantic"])
         return crnn_loss(m, out, batch["label"], weights, length=batch["length"])
 
     steps = int(spec["steps_per_epoch"])
