@@ -489,6 +489,7 @@ def test_best_f1_threshold_exact() -> None:
     # flagging from 0.35 is best, and every threshold in (0.1, 0.35] flags the same windows:
     # the middle of that gap
     assert best_f1_threshold(LABELS, SCORES) == pytest.approx(0.225)
+    assert best_f1_threshold(LABELS, SCORES, middle=False) == 0.35
     assert evaluate_scores(LABELS, SCORES, best_f1_threshold(LABELS, SCORES))["f1"] == 0.8
     # the best is to flag everything: the lowest score, no gap below it
     assert best_f1_threshold(np.array([1, 0, 1]), np.array([0.3, 0.5, 0.9])) == 0.3

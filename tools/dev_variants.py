@@ -4,6 +4,7 @@ Builds one log's windows and split exactly as ``logcrnn evaluate --dev`` does (t
 follows ``--split-seed``), once, then fits each model of ``--models`` with every seed of
 ``--seeds``; the CRNN once per ``--variant NAME=JSON`` (overrides of ``train.crnn``).
 Prints per seed F1 / ROC-AUC / PR-AUC on the dev hold-out, then each row's mean and range.
+``--edge`` sets the best-F1 thresholds at the edge of the validation gap, not its middle.
 
     .venv/bin/python tools/dev_variants.py --source bgl \\
         --log ../shared/data/loghub_2k/BGL/BGL_2k.log --window sliding:20:5 --protocol chrono \\
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="42,1,2")
     ap.add_argument("--models", default="crnn")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON")
+    ap.add_argument("--edge", action="store_true")
     args = ap.parse_args()
 
     cfg = load_config(args.conf)
@@ -69,8 +71,8 @@ def main() -> None:
         for model, variant in runs:
             f1s = []
             for seed in seeds:
-                result, _ = evaluate.fit_model(model, prep, {**base, **variants.get(variant, {})},
-                                               seed)  # fmt: skip
+                settings = {**base, **variants.get(variant, {})}
+                result, _ = evaluate.fit_model(model, prep, settings, seed, not args.edge)
                 f1s.append(result.f1)
                 print(f"{model:8} {variant:20} seed {seed:4}: F1 {result.f1:.3f} "
                       f"ROC-AUC {result.roc_auc} PR-AUC {result.pr_auc}", flush=True)  # fmt: skip

@@ -475,12 +475,13 @@ def prepare(spark: SparkSession, cfg: Config, spec: EvalSpec, work: Path) -> Pre
 
 
 def fit_model(
-    name: str, prep: Prepared, crnn: dict[str, Any], seed: int
+    name: str, prep: Prepared, crnn: dict[str, Any], seed: int, middle: bool = True
 ) -> tuple[ModelResult, np.ndarray]:
     """Step 6 of the module docstring for one model: fit it on ``prep.train``, set its
     threshold on ``prep.valid``, score ``prep.test``; returns its figures and test scores.
 
-    ``crnn``: the CRNN's settings (``train.crnn``); ``seed``: the model's seed.
+    ``crnn``: the CRNN's settings (``train.crnn``); ``seed``: the model's seed; ``middle``:
+    as :func:`logcrnn.model.metrics.best_f1_threshold`'s.
     """
     from logcrnn.model import baselines, metrics
     from logcrnn.model.fitting import FitSettings
@@ -499,7 +500,7 @@ def fit_model(
     t0 = time.perf_counter()
     detector.fit(train, valid)
     valid_scores = detector.score(valid)
-    threshold = _threshold(detector, valid, valid_scores, metrics)
+    threshold = _threshold(detector, valid, valid_scores, metrics, middle)
     t1 = time.perf_counter()
     test_scores = detector.score(test)
     t2 = time.perf_counter()
@@ -611,13 +612,15 @@ def recall_by_type(
     return out
 
 
-def _threshold(detector: Any, valid: WindowArrays, scores: np.ndarray, metrics: Any) -> float:
+def _threshold(
+    detector: Any, valid: WindowArrays, scores: np.ndarray, metrics: Any, middle: bool = True
+) -> float:
     """The detector's own rule when it has one (the LSTM's mean + k·σ), else best F1 on
     the validation slice."""
     own = getattr(detector, "threshold", None)
     if callable(own):
         return float(own(valid, scores))
-    return float(metrics.best_f1_threshold(valid.label, scores))
+    return float(metrics.best_f1_threshold(valid.label, scores, middle))
 
 
 def label_position(spec: SourceSpec) -> tuple[int, ...]:

@@ -41,16 +41,15 @@ def _known(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.ndarra
     return y, s
 
 
-def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+def best_f1_threshold(labels: np.ndarray, scores: np.ndarray, middle: bool = True) -> float:
     """The score threshold (flag ``score >= t``) maximising F1 on these windows.
 
     ``labels``: (n,) 0/1 (-1 ignored); ``scores``: (n,).  The best F1 is reached by flagging
     every window scoring at least some validation score ``s``; any threshold in the gap
     between ``s`` and the next lower validation score flags the same windows, and the middle
     of that gap is returned (the largest margin on both sides for scores of windows not
-    seen yet; on the ``logcrnn evaluate --dev`` hold-outs it raised the CRNN's mean F1 over
-    three seeds on BGL_20k chrono from 0.39 to 0.47 and BGL_2k chrono from 0.84 to 0.87,
-    and left HDFS_100k unchanged).  When ``s`` is the lowest score, ``s`` itself.  With no
+    seen yet; ``middle=False`` returns ``s``, the edge, as before; docs/RESULTS.md compares
+    the two on the dev hold-outs).  When ``s`` is the lowest score, ``s`` itself.  With no
     anomalous window, a threshold above every score (nothing flagged); with no normal
     window, the lowest score (everything flagged).
     """
@@ -68,11 +67,11 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     f1 = np.divide(2 * p * r, denom, out=np.zeros_like(denom), where=denom > 0)
     best = float(thresholds[int(np.argmax(f1))])
     below = s[s < best]
-    if below.size == 0:
+    if not middle or below.size == 0:
         return best
-    middle = float((below.max() + best) / 2.0)
-    # two adjacent floats have no middle: the edge itself then
-    return middle if below.max() < middle < best else best
+    halfway = float((below.max() + best) / 2.0)
+    # two adjacent floats have nothing between them: the edge itself then
+    return halfway if below.max() < halfway < best else best
 
 
 def evaluate_scores(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
