@@ -99,10 +99,10 @@ class CRNNConfig:
     ``logcrnn evaluate --dev`` clipping at 3 raised the CRNN's F1 from 0.36-0.38 to
     0.62-0.67 on HDFS_100k chrono; on BGL_20k chrono its ROC-AUC rose and its F1 went up once
     and down twice (docs/RESULTS.md).  The window's semantic vector in the head raised the
-    CRNN's mean dev F1 over three seeds on BGL_2k chrono from 0.66 to 0.84, on BGL_20k chrono
-    from 0.34 to 0.39, on BGL_20k random from 0.938 to 0.948 and on HDFS_100k chrono from
-    0.61 to 0.64.  Models saved before these settings existed load with ``feature_clip`` 0
-    and ``head_semantic`` false.
+    CRNN's mean dev F1 over three seeds (``tools/dev_variants.py``) on BGL_2k chrono from
+    0.71 to 0.87, on BGL_20k chrono from 0.39 to 0.47 and on HDFS_100k chrono from 0.61 to
+    0.63 (docs/RESULTS.md).  Models saved before these settings existed load with
+    ``feature_clip`` 0 and ``head_semantic`` false.
     """
 
     vocab_size: int
