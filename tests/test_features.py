@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from pyspark.sql import functions as F
 
 from logcrnn import features
 from logcrnn.features import (
@@ -407,3 +408,22 @@ def test_scores_equal_but_for_float_noise_rank_by_feature_position() -> None:
     by = {r["feature"]: r for r in combine(["a", "b", "c"], mi=[0.001, 0.0011, 0.002],
                                            rf=rf, top_k=2)}  # fmt: skip
     assert by["b"]["mi_rank"] == 2
+
+
+def test_feature_moments_merge_partitions_in_a_fixed_order(spark: Any) -> None:
+    from logcrnn.selection import feature_moments
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(loc=[0.0, 1e6, -3.0], scale=[1.0, 1e-3, 50.0], size=(997, 3))
+    x[:, 2] = np.round(x[:, 2])
+    rows = [([float(v) for v in row],) for row in x]
+    frame = spark.createDataFrame(rows, "features array<double>")
+    expected = (x.mean(axis=0), x.std(axis=0))
+    runs = [feature_moments(frame.repartition(k, F.rand(seed=k))) for k in (1, 4, 4, 7)]
+    for got in runs:
+        assert sorted(got) == [0, 1, 2]
+        assert [got[i][0] for i in range(3)] == pytest.approx(expected[0], rel=1e-12, abs=1e-12)
+        # (a std of 1e-3 around 1e6 keeps about 7 significant digits in doubles)
+        assert [got[i][1] for i in range(3)] == pytest.approx(expected[1], rel=1e-6)
+    # the same partitions give the same bits, whichever task finishes first
+    assert runs[1] == runs[2]

@@ -103,6 +103,40 @@ def fit_token_vectors(
     return {w: (np.asarray(v, dtype=np.float64), float(weights[w])) for w, v in vectors.items()}
 
 
+def feature_moments(windows: DataFrame) -> dict[int, tuple[float, float]]:
+    """Mean and population standard deviation of each position of the ``features`` arrays,
+    ``{position: (mean, std)}``, the same on every run over the same files.
+
+    Spark's own ``mean`` / ``stddev_pop`` merge the tasks' partial results in the order the
+    tasks finish, so with several input files the last bits changed from run to run (and a
+    feature's rank with them, where two selection scores were that close).  Here each
+    partition's moments are computed within its one task, collected (one row per partition
+    and feature), and merged on the driver in partition order (Chan et al.'s pairwise
+    update).
+    """
+    rows = (
+        windows.select(F.spark_partition_id().alias("p"), F.posexplode("features").alias("i", "x"))
+        .groupBy("p", "i")
+        .agg(F.count("x").alias("n"), F.mean("x").alias("mean"), F.var_pop("x").alias("var"))
+        .collect()
+    )
+    merged: dict[int, tuple[int, float, float]] = {}  # i -> (n, mean, population variance)
+    for r in sorted(rows, key=lambda r: (r.i, r.p)):
+        if not r.n:
+            continue
+        n_b, mean_b, var_b = int(r.n), float(r.mean), float(r["var"])
+        if r.i not in merged:
+            merged[r.i] = (n_b, mean_b, var_b)
+            continue
+        n_a, mean_a, var_a = merged[r.i]
+        n = n_a + n_b
+        delta = mean_b - mean_a
+        var = (n_a * var_a + n_b * var_b + delta * delta * n_a * n_b / n) / n
+        merged[r.i] = (n, mean_a + delta * n_b / n, var)
+    # one partition: exactly Spark's mean and stddev_pop (sqrt of var_pop)
+    return {i: (m, math.sqrt(max(var, 0.0))) for i, (_, m, var) in merged.items()}
+
+
 def fit_stats(
     spark: SparkSession,
     windows: DataFrame,
@@ -120,12 +154,7 @@ def fit_stats(
     last training night (texts and ``current_id`` of every template known by then).
     """
     n_feat = len(names)
-    moments = (
-        windows.select(F.posexplode("features").alias("i", "x"))
-        .groupBy("i")
-        .agg(F.mean("x").alias("mean"), F.stddev_pop("x").alias("std"))
-        .collect()
-    )
+    moments = feature_moments(windows)
     if len(moments) != n_feat:
         raise DataError(
             f"the training windows ({train_from}..{train_to}) hold {len(moments)} features, "
@@ -133,9 +162,9 @@ def fit_stats(
         )
     mean = np.zeros(n_feat)
     std = np.ones(n_feat)
-    for r in moments:
-        mean[r.i] = r.mean
-        std[r.i] = r.std if r.std and r.std > 0 else 1.0
+    for i, (m, sd) in moments.items():
+        mean[i] = m
+        std[i] = sd if sd > 0 else 1.0
     counts = fit_vocabulary(events, templates)
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     vocab = {tid: i + 2 for i, (tid, _) in enumerate(ordered)}
