@@ -48,7 +48,10 @@ def main() -> None:
     variants = {"config": {}} if not args.variant else {}
     for item in args.variant:
         name, _, text = item.partition("=")
-        variants[name] = json.loads(text or "{}")
+        try:
+            variants[name] = dict(json.loads(text or "{}"))
+        except (ValueError, TypeError) as exc:
+            ap.error(f"--variant {item!r}: expected NAME=JSON object ({exc})")
     seeds = [int(s) for s in args.seeds.split(",")]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     spec = evaluate.EvalSpec(

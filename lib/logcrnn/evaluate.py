@@ -537,9 +537,9 @@ def run(spark: SparkSession, cfg: Config, spec: EvalSpec) -> EvalReport:
         train, valid, test = prep.train, prep.valid, prep.test
         results: list[ModelResult] = []
         curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        crnn = dataclasses.asdict(cfg.train.crnn)
         for name in spec.models:
-            result, test_scores = fit_model(name, prep, dataclasses.asdict(cfg.train.crnn),
-                                            spec.seed)  # fmt: skip
+            result, test_scores = fit_model(name, prep, crnn, spec.seed)
             results.append(result)
             curves[name] = (test.label, test_scores)
         report = EvalReport(
