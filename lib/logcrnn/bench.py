@@ -645,12 +645,16 @@ def plain_arrays(
 
     table = pq.read_table(folder, columns=["sequence", "length", "semantic", "features_std"])
     n = table.num_rows
-    seq = table["sequence"].combine_chunks().flatten().to_numpy().astype(np.int64).reshape(n, -1)
+
+    def rows(column: str) -> np.ndarray:  # (N, width) of a fixed-width list column
+        return table[column].combine_chunks().flatten().to_numpy().reshape(n, -1)
+
+    seq = rows("sequence").astype(np.int64)
     seq = np.where(seq >= vocab_size, 1, seq)
     length = table["length"].to_numpy().astype(np.int64)
-    std = table["features_std"].combine_chunks().flatten().to_numpy().reshape(n, -1)
-    sem = table["semantic"].combine_chunks().flatten().to_numpy().reshape(n, -1)
-    return seq, length, std[:, list(feature_index)].astype(np.float32), sem.astype(np.float32)
+    std = rows("features_std")
+    sem = rows("semantic").astype(np.float32)
+    return seq, length, std[:, list(feature_index)].astype(np.float32), sem
 
 
 def plain_scores(
