@@ -134,6 +134,35 @@ def test_window_option_and_bad_specs() -> None:
         evaluate.EvalSpec(source="hdfs", log=Path("/nonexistent.log"))
 
 
+def test_fit_model_passes_training_loop_overrides_and_keeps_the_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from logcrnn.model import baselines
+
+    seen: dict[str, Any] = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(name: str, **kwargs: Any) -> Any:
+        seen.update(name=name, **kwargs)
+        raise Stop
+
+    monkeypatch.setattr(baselines, "make_detector", capture)
+    empty = np.zeros(0)
+    prep: Any = type("Prep", (), {"train": empty, "valid": empty, "test": empty, "vectors": None})
+    fit = {"epochs": 2, "unknown_rate": 0.2, "seed": 99, "threads": 4}
+    with pytest.raises(Stop):
+        evaluate.fit_model("crnn", prep, {}, 7, fit=fit)
+    settings = seen["settings"]
+    assert (settings.seed, settings.threads, settings.epochs, settings.unknown_rate) == (
+        7, 1, 2, 0.2,
+    )  # fmt: skip
+    with pytest.raises(Stop):
+        evaluate.fit_model("crnn", prep, {}, 3)
+    assert (seen["settings"].epochs, seen["settings"].unknown_rate) == (15, 0.05)
+
+
 def test_recall_by_type_counts_only_anomalous_windows() -> None:
     types = [{"KERNDTLB"}, {"KERNDTLB", "APPSEV"}, set(), {"APPSEV"}]
     label = np.array([1, 1, 0, 1])

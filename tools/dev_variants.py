@@ -2,9 +2,12 @@
 
 Builds one log's windows and split exactly as ``logcrnn evaluate --dev`` does (the split
 follows ``--split-seed``), once, then fits each model of ``--models`` with every seed of
-``--seeds``; the CRNN once per ``--variant NAME=JSON`` (overrides of ``train.crnn``).
+``--seeds``; the CRNN once per ``--variant NAME=JSON``: overrides of ``train.crnn``, or of
+the training loop's ``FitSettings`` for its other keys (e.g. ``unknown_rate``).
 Prints per seed F1 / ROC-AUC / PR-AUC on the dev hold-out, then each row's mean and range.
 ``--edge`` sets the best-F1 thresholds at the edge of the validation gap, not its middle.
+``--oracle`` also prints, for diagnosis only, the best F1 any threshold could reach on the
+dev hold-out (found *with its labels*) and the median score of its normal windows.
 
     .venv/bin/python tools/dev_variants.py --source bgl \\
         --log ../shared/data/loghub_2k/BGL/BGL_2k.log --window sliding:20:5 --protocol chrono \\
@@ -25,6 +28,8 @@ import numpy as np
 
 from logcrnn import evaluate
 from logcrnn.config import load_config
+from logcrnn.model import metrics
+from logcrnn.model.fitting import FitSettings
 from logcrnn.spark import spark_session
 
 
@@ -41,6 +46,7 @@ def main() -> None:
     ap.add_argument("--models", default="crnn")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON")
     ap.add_argument("--edge", action="store_true")
+    ap.add_argument("--oracle", action="store_true")
     args = ap.parse_args()
 
     cfg = load_config(args.conf)
@@ -52,6 +58,11 @@ def main() -> None:
             variants[name] = dict(json.loads(text or "{}"))
         except (ValueError, TypeError) as exc:
             ap.error(f"--variant {item!r}: expected NAME=JSON object ({exc})")
+    known = set(base) | {f.name for f in dataclasses.fields(FitSettings)} - {"seed", "threads"}
+    for name, chosen in variants.items():
+        unknown = sorted(set(chosen) - known)
+        if unknown:
+            ap.error(f"--variant {name}: unknown setting(s) {', '.join(unknown)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     spec = evaluate.EvalSpec(
@@ -74,11 +85,22 @@ def main() -> None:
         for model, variant in runs:
             f1s = []
             for seed in seeds:
-                settings = {**base, **variants.get(variant, {})}
-                result, _ = evaluate.fit_model(model, prep, settings, seed, not args.edge)
+                chosen = variants.get(variant, {})
+                settings = {**base, **{k: v for k, v in chosen.items() if k in base}}
+                fit = {k: v for k, v in chosen.items() if k not in base}
+                result, scores = evaluate.fit_model(
+                    model, prep, settings, seed, not args.edge, fit
+                )
                 f1s.append(result.f1)
+                extra = ""
+                if args.oracle:
+                    label = prep.test.label
+                    best = max(metrics.evaluate_scores(label, scores, t)["f1"]
+                               for t in np.unique(scores))  # fmt: skip
+                    extra = (f" threshold {result.threshold:.3g} | oracle F1 {best:.3f}, "
+                             f"median normal score {np.median(scores[label == 0]):.3g}")  # fmt: skip
                 print(f"{model:8} {variant:20} seed {seed:4}: F1 {result.f1:.3f} "
-                      f"ROC-AUC {result.roc_auc} PR-AUC {result.pr_auc}", flush=True)  # fmt: skip
+                      f"ROC-AUC {result.roc_auc} PR-AUC {result.pr_auc}{extra}", flush=True)  # fmt: skip
             print(f"{model:8} {variant:20} mean F1 {np.mean(f1s):.3f} "
                   f"(min {min(f1s):.3f}, max {max(f1s):.3f})", flush=True)  # fmt: skip
     finally:

@@ -475,13 +475,20 @@ def prepare(spark: SparkSession, cfg: Config, spec: EvalSpec, work: Path) -> Pre
 
 
 def fit_model(
-    name: str, prep: Prepared, crnn: dict[str, Any], seed: int, middle: bool = True
+    name: str,
+    prep: Prepared,
+    crnn: dict[str, Any],
+    seed: int,
+    middle: bool = True,
+    fit: dict[str, Any] | None = None,
 ) -> tuple[ModelResult, np.ndarray]:
     """Step 6 of the module docstring for one model: fit it on ``prep.train``, set its
     threshold on ``prep.valid``, score ``prep.test``; returns its figures and test scores.
 
     ``crnn``: the CRNN's settings (``train.crnn``); ``seed``: the model's seed; ``middle``:
-    as :func:`logcrnn.model.metrics.best_f1_threshold`'s.
+    as :func:`logcrnn.model.metrics.best_f1_threshold`'s; ``fit``: overrides of the
+    training loop's :class:`~logcrnn.model.fitting.FitSettings` (dev comparisons; ``seed``
+    and the one torch thread always win).
     """
     from logcrnn.model import baselines, metrics
     from logcrnn.model.fitting import FitSettings
@@ -490,7 +497,7 @@ def fit_model(
     log.info("training %s on %d windows", name, len(train))
     # one torch thread: on a 2-core machine torch's default of one thread per core
     # fights Spark's idle JVM and the BLAS pool and ran >10x slower
-    settings = FitSettings(seed=seed, threads=1)
+    settings = FitSettings(**{**(fit or {}), "seed": seed, "threads": 1})
     detector = baselines.make_detector(
         name, template_vectors=prep.vectors, seed=seed, settings=settings
     )
