@@ -335,6 +335,31 @@ def _template_rows(
     return rows
 
 
+def events_frame(bronze: DataFrame, masker: Masker, lookup: DataFrame) -> DataFrame:
+    """``silver.events`` rows (without night and source) of bronze lines: each message is
+    masked again, in one scan that also cuts out the parameter values, and joined by its
+    masked text to ``lookup`` (``masked, template_id, generalised``: the template of every
+    distinct masked message and the tokens its template generalised)."""
+    return (
+        masker.with_masked_values(
+            bronze.select(
+                "file", "line_no", "ts", "level", "component", "node", "session_keys",
+                "label", "parse_ok", "parse_error", message_text().alias("text"),
+            ),
+            F.col("text"),
+        )
+        .drop("text")
+        .join(lookup, "masked", "left")
+        .select(
+            "file", "line_no", "ts", "level", "component", "node", "session_keys",
+            "template_id",
+            F.concat("values", F.coalesce("generalised", F.array().cast("array<string>")))
+            .alias("parameters"),
+            "label", "parse_ok", "parse_error",
+        )
+    )  # fmt: skip
+
+
 def mine_night(
     spark: SparkSession,
     cfg: Config,
@@ -388,24 +413,7 @@ def mine_night(
         lookup = mapping.select("masked", "template_id", "generalised")
         if n_distinct <= BROADCAST_MESSAGES:
             lookup = F.broadcast(lookup)
-        events = (
-            masker.with_masked_values(
-                bronze.select(
-                    "file", "line_no", "ts", "level", "component", "node", "session_keys",
-                    "label", "parse_ok", "parse_error", message_text().alias("text"),
-                ),
-                F.col("text"),
-            )
-            .drop("text")
-            .join(lookup, "masked", "left")
-            .select(
-                "file", "line_no", "ts", "level", "component", "node", "session_keys",
-                "template_id",
-                F.concat("values", F.coalesce("generalised", F.array().cast("array<string>")))
-                .alias("parameters"),
-                "label", "parse_ok", "parse_error",
-            )
-        )  # fmt: skip
+        events = events_frame(bronze, masker, lookup)
         # delta-rs lakes: Spark writes the events' Parquet files itself, and an Observation
         # counts them in that pass; native Delta runs the write in an inner execution whose
         # observed metrics may never arrive, so there the written events are counted
