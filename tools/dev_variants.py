@@ -23,6 +23,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def main() -> None:
 
     cfg = load_config(args.conf)
     base = dataclasses.asdict(cfg.train.crnn)
-    variants = {"config": {}} if not args.variant else {}
+    variants: dict[str, dict[str, Any]] = {"config": {}} if not args.variant else {}
     for item in args.variant:
         name, _, text = item.partition("=")
         try:
@@ -88,19 +89,18 @@ def main() -> None:
                 chosen = variants.get(variant, {})
                 settings = {**base, **{k: v for k, v in chosen.items() if k in base}}
                 fit = {k: v for k, v in chosen.items() if k not in base}
-                result, scores = evaluate.fit_model(
-                    model, prep, settings, seed, not args.edge, fit
-                )
+                result, scores = evaluate.fit_model(model, prep, settings, seed, not args.edge, fit)
                 f1s.append(result.f1)
                 extra = ""
                 if args.oracle:
                     label = prep.test.label
-                    best = max(metrics.evaluate_scores(label, scores, t)["f1"]
-                               for t in np.unique(scores))  # fmt: skip
+                    oracle = metrics.best_f1_threshold(label, scores, middle=False)
+                    best = metrics.evaluate_scores(label, scores, oracle)["f1"]
+                    normal = np.median(scores[label == 0])
                     extra = (f" threshold {result.threshold:.3g} | oracle F1 {best:.3f}, "
-                             f"median normal score {np.median(scores[label == 0]):.3g}")  # fmt: skip
-                print(f"{model:8} {variant:20} seed {seed:4}: F1 {result.f1:.3f} "
-                      f"ROC-AUC {result.roc_auc} PR-AUC {result.pr_auc}{extra}", flush=True)  # fmt: skip
+                             f"median normal score {normal:.3g}")  # fmt: skip
+                print(f"{model:8} {variant:20} seed {seed:4}: F1 {result.f1:.3f} ROC-AUC "
+                      f"{result.roc_auc} PR-AUC {result.pr_auc}{extra}", flush=True)  # fmt: skip
             print(f"{model:8} {variant:20} mean F1 {np.mean(f1s):.3f} "
                   f"(min {min(f1s):.3f}, max {max(f1s):.3f})", flush=True)  # fmt: skip
     finally:

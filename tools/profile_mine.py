@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -46,15 +47,18 @@ def main() -> None:
         bronze = lake.read("bronze.raw_lines", "2008-11-09", "hdfs")
         text = mining.message_text()
 
-        def best(name: str, make: Column, frame: DataFrame | None = None) -> None:
+        def timed(name: str, action: Callable[[int], object]) -> None:
+            """The faster of two runs of ``action(run)``."""
             times = []
-            for _ in range(2):
+            for run in range(2):
                 started = time.perf_counter()
-                (frame if frame is not None else bronze).select(make).write.format("noop").mode(
-                    "overwrite"
-                ).save()
+                action(run)
                 times.append(time.perf_counter() - started)
             print(f"{name:<60} {min(times):6.2f}s", flush=True)
+
+        def best(name: str, make: Column, frame: DataFrame | None = None) -> None:
+            source = frame if frame is not None else bronze
+            timed(name, lambda _: source.select(make).write.format("noop").mode("overwrite").save())
 
         best("read the message column", text)
         sequential = text
@@ -76,22 +80,22 @@ def main() -> None:
         # the events write of mine_night, step by step, with a stand-in lookup of the same
         # size (every distinct masked message, a hash for its template id)
         lookup = F.broadcast(
-            mining.distinct_messages(bronze, fast).select(
+            mining.distinct_messages(bronze, fast)
+            .select(
                 "masked",
                 F.substring(F.sha1("masked"), 1, 16).alias("template_id"),
                 F.lit(None).cast("array<string>").alias("generalised"),
-            ).localCheckpoint()
+            )
+            .localCheckpoint()
         )
         events = mining.events_frame(bronze, fast, lookup)
         best("events: + the join to the templates", F.struct(*events.columns), events)
         observed = events.observe(Observation(), *event_count_columns())
         best("events: + the event-count observation", F.struct(*events.columns), observed)
-        times = []
-        for k in range(2):
-            started = time.perf_counter()
-            events.write.parquet(str(scratch / f"events{k}"))
-            times.append(time.perf_counter() - started)
-        print(f"{'events: + the Parquet write':<60} {min(times):6.2f}s", flush=True)
+        timed(
+            "events: + the Parquet write",
+            lambda run: events.write.parquet(str(scratch / f"events{run}")),
+        )
         started = time.perf_counter()
         cached = bronze.select(fast.masked(text).alias("masked"), "line_no").persist(
             StorageLevel.MEMORY_AND_DISK
