@@ -9,6 +9,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+JAR    := lib/logcrnn/jvm/logcrnn-jvm.jar
+JAVA_SRC := $(wildcard lib/logcrnn/jvm/*.java)
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
 
@@ -18,7 +20,7 @@ HOROVOD_ENV := HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 
 
 .PHONY: setup check-java test test-fast lint demo bench-ingest clean .venv-airflow dist
 
-setup: $(STAMP)
+setup: $(STAMP) $(JAR)
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "make: Java 17 is required (no 'java' on PATH)" >&2; exit 1; }
@@ -41,6 +43,19 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py tools/horovod-cmake | c
 	$(BIN)/python -c "import horovod.torch, petastorm, deltalake, drain3, pyspark, torch"
 	touch $(STAMP)
 
+# The project's Spark SQL functions in Java (lib/logcrnn/jvm), compiled against the installed
+# pyspark's jars for Java 8 and later.  Optional: on a machine with a JRE and no javac the
+# pipeline runs Spark's built-in functions instead (same output, slower).
+$(JAR): $(JAVA_SRC) $(STAMP)
+	@if command -v javac >/dev/null 2>&1; then \
+		rm -rf build/jvm && mkdir -p build/jvm && \
+		javac -Xlint:-options --release 8 -d build/jvm $(JAVA_SRC) \
+			-cp "$$($(BIN)/python -c 'import pathlib, pyspark; print(pathlib.Path(pyspark.__file__).parent / "jars")')/*" && \
+		jar cf $@ -C build/jvm . && echo "built $@"; \
+	else \
+		echo "make: no javac (a JDK) on PATH: $@ not built, Spark's built-ins stand in" >&2; \
+	fi
+
 # Airflow has its own venv: its pins clash with the main stack's (pandas 2.1, numpy 1.26,
 # pyarrow 14).  The constraints file is its pip freeze (the GitHub constraints are unreachable).
 AIRFLOW_VENV  := .venv-airflow
@@ -62,6 +77,7 @@ $(AIRFLOW_STAMP): $(AIRFLOW_PINS)
 dist: setup
 	rm -rf dist && $(BIN)/pip wheel --quiet --no-deps --no-build-isolation --no-index -w dist .
 	cp dist/logcrnn-0.1.0-py3-none-any.whl dist/logcrnn-0.1.0.zip
+	if [ -f $(JAR) ]; then cp $(JAR) dist/; fi
 
 test: setup .venv-airflow
 	$(BIN)/pytest -q

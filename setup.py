@@ -12,6 +12,8 @@ setup(
     description="Nightly, distributed log anomaly detection on Spark and Delta Lake",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
+    # the Java functions' source, and their jar when `make setup` could build it
+    package_data={"logcrnn": ["jvm/*.java", "jvm/*.jar"]},
     python_requires=">=3.11,<3.12",
     install_requires=[
         "pyspark>=3.5.3,<3.6",

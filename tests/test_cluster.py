@@ -53,6 +53,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
+from logcrnn.spark import functions_jar
 from logcrnn.train import engines
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,9 +257,10 @@ def _archive(driver: Path, work: Path) -> Path:
     archive = driver / f"{wheel.name.split('-py3')[0]}.zip"
     shutil.copy2(wheel, archive)
     with zipfile.ZipFile(archive) as z:
-        assert {"logcrnn/cli.py", "logcrnn/train/engines.py", "logcrnn/model/crnn.py"} <= set(
-            z.namelist()
-        )
+        names = set(z.namelist())
+    assert {"logcrnn/cli.py", "logcrnn/train/engines.py", "logcrnn/model/crnn.py"} <= names
+    # the Java functions travel in the wheel when make setup built them
+    assert ("logcrnn/jvm/logcrnn-jvm.jar" in names) == (functions_jar() is not None)
     return archive
 
 

@@ -1,9 +1,10 @@
 """Masking in Spark: one scan per token group, a first-character look-ahead that changes nothing,
-masked text and values from one scan."""
+masked text and values from one scan (Spark's built-ins, or the project's Java function)."""
 
 from __future__ import annotations
 
 import gzip
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from logcrnn.config import Config, available_sources, load_source
-from logcrnn.masking import MARK, Masker, first_chars, look_ahead, masks_for
+from logcrnn.masking import JVM_MASK_VALUES, MARK, Masker, first_chars, look_ahead, masks_for
+from logcrnn.spark import jvm_function
 from logcrnn.templates import DEFAULT_MASKS, MaskRule
 
 LOGHUB = Path(__file__).resolve().parents[1] / "data" / "sample" / "loghub_2k"
@@ -106,7 +108,7 @@ def test_one_scan_masked_values_equal_the_two_scans(spark: SparkSession) -> None
     df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "i int, t string")
     for rules in (DEFAULT_MASKS, (MaskRule("a", r"\d+"), MaskRule("b", r"<\*>-<\*>"))):
         masker = Masker(rules)
-        both = masker.with_masked_values(df, F.col("t"), "m", "v")
+        both = masker.with_masked_values(df, F.col("t"), "m", "v", jvm=False)
         plan = both._jdf.queryExecution().optimizedPlan().toString()
         # one scan when the rules make one: the marking replacement is in the plan, once
         assert plan.count(f"{start}$0{end}") == (1 if len(masker.scans) == 1 else 0)
@@ -121,9 +123,8 @@ def test_one_scan_masked_values_equal_the_two_scans(spark: SparkSession) -> None
         assert got == want
 
 
-def test_the_look_ahead_changes_no_output_on_any_loghub_sample(
-    spark: SparkSession, cfg: Config
-) -> None:
+def _loghub_lines(cfg: Config) -> list[tuple[str, str]]:
+    """(source, line) of the 16 systems' Loghub 2k samples."""
     rows = []
     for source in available_sources(cfg):
         folder = next((p for p in LOGHUB.iterdir() if p.name.lower() == source), None)
@@ -131,7 +132,55 @@ def test_the_look_ahead_changes_no_output_on_any_loghub_sample(
             continue
         lines = gzip.decompress(next(folder.glob("*_2k.log.gz")).read_bytes()).decode()
         rows += [(source, line) for line in lines.splitlines()]
+    return rows
+
+
+def test_the_java_function_gives_the_built_ins_output(spark: SparkSession, cfg: Config) -> None:
+    """lib/logcrnn/jvm/MaskValues.java against the built-ins, on every Loghub sample and on
+    the texts the built-ins' one scan treats apart (control characters, null, empty, huge)."""
+    if shutil.which("javac") is None and not jvm_function(spark, JVM_MASK_VALUES):
+        pytest.skip("no JDK here: make setup could not build the Java functions")
+    # with a JDK, make setup builds the jar and the session factory registers it
+    assert jvm_function(spark, JVM_MASK_VALUES)
+    start, end = MARK
+    odd = [
+        f"marker {start}in{end} the text 7 and {end} 8",
+        f"{start}12{end}",
+        "ünïcode 12 ∆ 0xff \U0001f600 😀 3",
+        "",
+        None,
+        "1 " * 5000,
+        "x" * 1_000_000 + " 42",
+    ]
+    rows = _loghub_lines(cfg) + [("hdfs", t) for t in odd]
     df = spark.createDataFrame(rows, "source string, t string").cache()
+    for source in available_sources(cfg):
+        masker = Masker(masks_for(load_source(cfg, source)))
+        one = df.where(F.col("source") == source)
+        java = masker.with_masked_values(one, F.col("t"), "m", "v", jvm=True)
+        plan = java._jdf.queryExecution().optimizedPlan().toString()
+        if len(masker.scans) == 1:
+            assert plan.count(JVM_MASK_VALUES) == 1, source  # computed once per row
+        built_in = masker.with_masked_values(one, F.col("t"), "m", "v", jvm=False)
+        assert JVM_MASK_VALUES not in built_in._jdf.queryExecution().optimizedPlan().toString()
+        got = java.select(F.to_json(F.struct("t", "m", "v")).alias("j"))
+        want = built_in.select(F.to_json(F.struct("t", "m", "v")).alias("j"))
+        assert got.exceptAll(want).count() == 0 and want.exceptAll(got).count() == 0, source
+        assert got.count() == one.count()
+    hdfs = Masker(masks_for(load_source(cfg, "hdfs")))
+    edge = df.where(F.col("t").isNull() | (F.length("t") > 9000))
+    got = hdfs.with_masked_values(edge, F.col("t"), "m", "v", jvm=True).orderBy(F.length("t"))
+    nothing, tokens, huge = got.collect()
+    assert nothing.m is None and nothing.v is None
+    assert tokens.v == ["1"] * 5000 and tokens.m == "<*> " * 5000
+    assert huge.v == ["42"] and huge.m == "x" * 1_000_000 + " <*>"
+    df.unpersist()
+
+
+def test_the_look_ahead_changes_no_output_on_any_loghub_sample(
+    spark: SparkSession, cfg: Config
+) -> None:
+    df = spark.createDataFrame(_loghub_lines(cfg), "source string, t string").cache()
     checked = 0
     for source in available_sources(cfg):
         rules = masks_for(load_source(cfg, source))

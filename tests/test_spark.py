@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pyspark
@@ -12,7 +14,13 @@ import pytest
 from pyspark.sql import SparkSession
 
 from logcrnn import spark as spark_mod
-from logcrnn.spark import delta_extension_loaded, delta_jars_present
+from logcrnn.spark import (
+    JVM_FUNCTIONS,
+    delta_extension_loaded,
+    delta_jars_present,
+    functions_jar,
+    jvm_function,
+)
 
 
 def test_no_delta_jars_here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -46,7 +54,14 @@ def test_spark_submit_master_wins_over_the_config(tmp_path: Path) -> None:
         "from logcrnn.spark import build_session\n"
         "cfg = load_config(None)\n"
         "assert cfg.spark.master == 'local[*]', cfg.spark.master\n"
-        "print('MASTER=' + build_session('t', cfg.spark).sparkContext.master)\n"
+        "from logcrnn.spark import jvm_function\n"
+        "spark = build_session('t', cfg.spark)\n"
+        "print('MASTER=' + spark.sparkContext.master)\n"
+        "print('JAVA=' + str(jvm_function(spark, 'logcrnn_mask_values')))\n"
+        "if jvm_function(spark, 'logcrnn_mask_values'):\n"
+        "    df = spark.createDataFrame([('a 12 b 3',)], 't string').repartition(2)\n"
+        "    row = df.selectExpr(\"logcrnn_mask_values(t, '[0-9]+', '<*>') AS r\").first()\n"
+        "    print('MASKED=' + row.r.masked + '|' + ','.join(row.r['values']))\n"
     )
     submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
@@ -57,3 +72,40 @@ def test_spark_submit_master_wins_over_the_config(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "MASTER=local[1]" in done.stdout
+    # the project's Java functions reach a spark-submit driver too, when they were built
+    assert f"JAVA={functions_jar() is not None}" in done.stdout
+    if functions_jar() is not None:  # and run on the executors
+        assert "MASKED=a <*> b <*>|12,3" in done.stdout
+
+
+def test_the_java_functions_are_registered_when_built(spark: SparkSession) -> None:
+    if functions_jar() is None:
+        assert shutil.which("javac") is None, "make setup builds lib/logcrnn/jvm with a JDK"
+        pytest.skip("no JDK here: the Java functions were not built")
+    assert spark.conf.get("spark.jars").endswith("logcrnn-jvm.jar")
+    for name in JVM_FUNCTIONS:
+        assert jvm_function(spark, name)
+
+
+def test_no_jar_no_java_functions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(spark_mod.importlib.resources, "files", lambda _: tmp_path)
+    assert functions_jar() is None
+
+
+def test_the_jar_is_copied_out_of_an_archive(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With the package imported from a --py-files archive, Spark still gets a file path."""
+    archive = tmp_path / "logcrnn-0.1.0.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("logcrnn/jvm/logcrnn-jvm.jar", b"the jar's bytes")
+    monkeypatch.setattr(
+        spark_mod.importlib.resources, "files", lambda _: zipfile.Path(archive, "logcrnn/")
+    )
+    monkeypatch.setattr(spark_mod.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    jar = functions_jar()
+    assert jar is not None and jar.parent == tmp_path / "tmp" and jar.suffix == ".jar"
+    assert jar.read_bytes() == b"the jar's bytes"
+    assert functions_jar() == jar
+    assert [p.name for p in (tmp_path / "tmp").iterdir()] == [jar.name]

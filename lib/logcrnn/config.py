@@ -38,11 +38,16 @@ def _frozen_map(value: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class SparkSettings:
-    """How the session is built.  ``master`` stays unset on clusters: spark-submit decides."""
+    """How the session is built.  ``master`` stays unset on clusters: spark-submit decides.
+
+    ``jvm_functions``: add the project's jar of Java functions to ``spark.jars`` and register
+    them (when ``make setup`` built it); false runs Spark's built-ins in their place.
+    """
 
     master: str | None = None
     app_prefix: str = "logcrnn"
     conf: Mapping[str, Any] = field(default_factory=_frozen_map)
+    jvm_functions: bool = True
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from logcrnn.config import SourceSpec
+from logcrnn.spark import jvm_function
 from logcrnn.templates import DEFAULT_MASKS, MaskRule
 
 
@@ -71,21 +72,40 @@ class Masker:
         return F.regexp_extract_all(text, F.lit(union), 0)
 
     def with_masked_values(
-        self, df: DataFrame, text: Column, masked: str = "masked", values: str = "values"
+        self,
+        df: DataFrame,
+        text: Column,
+        masked: str = "masked",
+        values: str = "values",
+        jvm: bool | None = None,
     ) -> DataFrame:
         """``df`` with the columns ``masked`` and ``values`` (as :meth:`masked` and
         :meth:`values`) added, in one scan of the rules instead of two.
 
-        The one scan wraps every match in the control characters ``MARK``; the masked text
-        and the values are then cut from that marked text with a trivial regex each.  Texts
-        that contain those characters themselves, and maskers of more than one scan, take
-        the two-scan path.  The marked text is a column of its own projection: Spark keeps
-        a projection whose expensive column is used twice, so it is computed once.
+        When the session has the project's Java function ``logcrnn_mask_values``
+        (``lib/logcrnn/jvm/MaskValues.java``), one pass of one matcher gives both (``jvm``:
+        None uses it when registered, False never).  Otherwise, with Spark's built-ins, the
+        one scan wraps every match in the control characters ``MARK`` and the masked text
+        and the values are then cut from that marked text with a trivial regex each; texts
+        that contain those characters themselves take the two-scan path.  Maskers of more
+        than one scan always take the two-scan path.  The struct or the marked text is a
+        column of its own projection: Spark keeps a projection whose expensive column is
+        used twice, so it is computed once.
         """
         scans = self.scans
         if len(scans) != 1:
             return df.withColumns({masked: self.masked(text), values: self.values(text)})
         regex, token = scans[0]
+        if jvm is None:
+            jvm = jvm_function(df.sparkSession, JVM_MASK_VALUES)
+        if jvm:
+            tmp = "__mask_values"
+            both = F.call_function(JVM_MASK_VALUES, text, F.lit(regex), F.lit(token))
+            return (
+                df.withColumn(tmp, both)
+                .withColumns({masked: F.col(tmp)["masked"], values: F.col(tmp)["values"]})
+                .drop(tmp)
+            )
         start, end = MARK
         tmp_text, tmp_marked = "__mask_text", "__mask_marked"
         staged = df.withColumn(tmp_text, text).withColumn(
@@ -101,6 +121,9 @@ class Masker:
             .otherwise(self.values(t)),
         }).drop(tmp_text, tmp_marked)  # fmt: skip
 
+
+#: The Java function of :meth:`Masker.with_masked_values` (``logcrnn.spark.JVM_FUNCTIONS``).
+JVM_MASK_VALUES = "logcrnn_mask_values"
 
 #: Characters that bracket each match in :meth:`Masker.with_masked_values`'s one scan.
 MARK = ("\x01", "\x02")

@@ -6,19 +6,28 @@ wins, whatever the config says.  When the
 Delta Lake jars are on the classpath the Delta SQL extension and catalog are switched on, and
 :mod:`logcrnn.lake` then uses native ``format("delta")``; otherwise the lake commits through
 delta-rs.
+
+The project's own Spark SQL functions, written in Java (``lib/logcrnn/jvm``, built into a jar
+by ``make setup`` when a JDK is there), are added to ``spark.jars`` and registered with every
+session (``spark.jvm_functions`` turns them off).  Without the jar the callers use Spark's
+built-in functions, with the same results: see :func:`jvm_function`.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import importlib.resources
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
+from pyspark.sql.types import ArrayType, DataType, StringType, StructField, StructType
 
 from logcrnn.config import SparkSettings
 
@@ -55,6 +64,61 @@ def delta_jars_present(conf: dict[str, str]) -> bool:
     return False
 
 
+#: The jar ``make setup`` builds from ``lib/logcrnn/jvm/*.java``.
+JVM_JAR = "logcrnn-jvm.jar"
+
+#: The project's Java functions: SQL name -> (class, return type).
+JVM_FUNCTIONS: dict[str, tuple[str, DataType]] = {
+    "logcrnn_mask_values": (
+        "logcrnn.jvm.MaskValues",
+        StructType([
+            StructField("masked", StringType()),
+            StructField("values", ArrayType(StringType())),
+        ]),
+    ),
+}  # fmt: skip
+
+
+def functions_jar() -> Path | None:
+    """The path of the project's jar of Java functions, or None when it was not built.
+
+    When the package is imported from an archive (``--py-files`` on a cluster), the jar is
+    copied out once to the temporary folder, under a name that carries its content hash.
+    """
+    resource = importlib.resources.files("logcrnn") / "jvm" / JVM_JAR
+    if not resource.is_file():
+        return None
+    if isinstance(resource, Path):
+        return resource
+    data = resource.read_bytes()
+    target = Path(tempfile.gettempdir()) / f"logcrnn-jvm-{hashlib.sha1(data).hexdigest()[:12]}.jar"
+    if not target.is_file():
+        partial = target.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(data)
+        partial.replace(target)
+    return target
+
+
+def register_jvm_functions(spark: SparkSession) -> list[str]:
+    """Register :data:`JVM_FUNCTIONS` whose classes the driver can load; their names."""
+    registered = []
+    for name, (class_name, return_type) in JVM_FUNCTIONS.items():
+        try:
+            spark.udf.registerJavaFunction(name, class_name, return_type)
+        except Exception as exc:  # the class is not on the classpath: built-ins stand in
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.info("Java function %s not registered (%s): Spark's built-ins stand in",
+                     name, reason)  # fmt: skip
+            continue
+        registered.append(name)
+    return registered
+
+
+def jvm_function(spark: SparkSession, name: str) -> bool:
+    """True when the session has the project's Java function ``name`` registered."""
+    return bool(spark.catalog.functionExists(name))
+
+
 def _as_conf_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -85,10 +149,20 @@ def build_session(app_name: str, settings: SparkSettings) -> SparkSession:
             extensions.append(DELTA_EXTENSION)
         conf["spark.sql.extensions"] = ",".join(extensions)
         conf.setdefault("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+    jar = functions_jar() if settings.jvm_functions else None
+    if jar is not None and not under_spark_submit():
+        # pyspark launches the JVM with the session's conf: the jar is on its classpath
+        jars = [j for j in conf.get("spark.jars", "").split(",") if j]
+        conf["spark.jars"] = ",".join([*jars, str(jar)])
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("LOGCRNN_SPARK_LOG_LEVEL", "WARN"))
+    if settings.jvm_functions and not register_jvm_functions(spark) and jar is not None:
+        # the JVM was running already (spark-submit, a notebook's session): ADD JAR puts the
+        # jar on the driver's class loader and ships it to the executors
+        spark.sql(f"ADD JAR '{jar}'")
+        register_jvm_functions(spark)
     return spark
 
 
