@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import gzip
 import re
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -22,8 +23,9 @@ from pyspark.sql import functions as F
 
 from logcrnn.config import SourceSpec, TimestampSpec, load_config, load_source
 from logcrnn.errors import ConfigError
-from logcrnn.formats import CompiledFormat, compile_format
+from logcrnn.formats import JVM_CUT_FIELDS, CompiledFormat, compile_format
 from logcrnn.ingest import parse_lines
+from logcrnn.spark import jvm_function
 
 LOGHUB = Path(__file__).resolve().parents[1] / "data" / "sample" / "loghub_2k"
 SOURCES = (
@@ -335,6 +337,53 @@ def test_multi_character_separators(spark: SparkSession, plan: str | None) -> No
     assert hadoop.component == "a.b.C:inner"
     assert hadoop.fields["Process"] == "main"
     assert hadoop.content == "message: with colons"
+
+
+def test_the_java_cut_gives_the_built_ins_fields(spark: SparkSession) -> None:
+    """lib/logcrnn/jvm/CutFields.java against the delimited plan's built-ins, on every Loghub
+    sample of a delimited source and on lines that fit badly (blanks, missing separators,
+    empty pieces, non-ASCII, control characters, null, a 1 MB line)."""
+    if shutil.which("javac") is None and not jvm_function(spark, JVM_CUT_FIELDS):
+        pytest.skip("no JDK here: make setup could not build the Java functions")
+    assert jvm_function(spark, JVM_CUT_FIELDS)
+    odd = [
+        "",
+        " ",
+        "\t" + HDFS_LINE + " \r",
+        HDFS_LINE.replace(" 148 ", "  148 "),
+        HDFS_LINE.replace(": ", ":"),
+        HDFS_LINE.replace(": ", ":    "),
+        "081109 203615",
+        "081109 203615 148 INFO",
+        "081109 203615 148 INFO x: ",
+        "081109 203615 148 INFO x:  y  ",
+        "ünï 203615 ∆ INFO dfs.Ö: 😀 blk_1 \x01 \x02",
+        None,
+        "081109 203615 148 INFO a: " + "y" * 1_000_000,
+        "[10.30 16:51:56] svchost.exe *64 - proxy.cse:5070 close - lifetime <1 sec",
+        "[10.30 16:51:56]svchost.exe - x",
+        "2015-10-18 18:01:47,978 INFO [main] a.b.C:inner: message: with colons",
+        "- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02 RAS KERNEL",
+    ]
+    checked = 0
+    for name in SOURCES:
+        compiled = _compiled(_spec(name))
+        if compiled.plan != "delimited":
+            continue
+        rows = [(i, v) for i, v in enumerate([*_raw_lines(name), *odd])]
+        df = spark.createDataFrame(rows, "i int, value string")
+        java = compiled.apply(df, "value", jvm=True)
+        assert "logcrnn_cut_fields" in java._jdf.queryExecution().optimizedPlan().toString()
+        built_in = compiled.apply(df, "value", jvm=False)
+        assert "logcrnn_cut_fields" not in built_in._jdf.queryExecution().optimizedPlan().toString()
+        # a null line: the built-ins' flag is null or false by format (parse_lines: false)
+        both = [F.coalesce("_matched", F.lit(False)).alias("m"), "h"]
+        got = java.select("i", F.to_json(F.struct(*both)).alias("j"))
+        want = built_in.select("i", F.to_json(F.struct(*both)).alias("j"))
+        assert got.exceptAll(want).count() == 0 and want.exceptAll(got).count() == 0, name
+        assert java.where("_matched").count() >= 0.9 * len(_raw_lines(name)), name
+        checked += 1
+    assert checked >= 8  # most Loghub formats are delimited
 
 
 def test_regex_plan_is_linear_on_long_lines(spark: SparkSession) -> None:

@@ -23,9 +23,9 @@ from pyspark.sql import functions as F
 
 from logcrnn import ingest
 from logcrnn.config import load_config, load_source
-from logcrnn.formats import compile_format
+from logcrnn.formats import JVM_CUT_FIELDS, compile_format
 from logcrnn.lake import Lake
-from logcrnn.spark import build_session
+from logcrnn.spark import build_session, jvm_function
 
 
 def main() -> None:
@@ -68,7 +68,10 @@ def main() -> None:
         lambda: lake.write(bronze, "bronze.raw_lines", night, source="hdfs"),
     )
     fmt = compile_format(spec.format)
-    best("header cut alone, noop sink", noop(fmt.apply(lines, "value")))
+    best("header cut alone, built-ins, noop sink", noop(fmt.apply(lines, "value", jvm=False)))
+    if fmt.plan == "delimited" and jvm_function(spark, JVM_CUT_FIELDS):
+        best("header cut alone, the Java function, noop sink",
+             noop(fmt.apply(lines, "value", jvm=True)))  # fmt: skip
     best(
         "session keys alone, noop sink",
         noop(lines.select(ingest._session_keys(spec, F.col("value")))),

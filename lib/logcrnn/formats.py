@@ -3,11 +3,13 @@
 A format such as ``<Date> <Time> <Pid> <Level> <Component>: <Content>`` is a sequence of
 fields and literal separators; in Loghub's notation the literals are regular expressions in
 which runs of spaces match any whitespace, and fields match lazily.  This module compiles a
-format into one of two plans, both built only from Spark's native functions (no Python UDF):
+format into one of two plans, run on the JVM (no Python UDF):
 
 * **delimited** (every separator is fixed text, no optional parts): each field is cut off the
   front of the line with ``substring_index``/``substr`` on the separator's bytes, so a line
-  costs a few byte scans and no regex at all.
+  costs a few byte scans and no regex at all.  When the session has the project's Java
+  function ``logcrnn_cut_fields`` (``lib/logcrnn/jvm/CutFields.java``) the same cuts are one
+  call of it, with the same fields (2.5x cheaper on HDFS lines, docs/BENCHMARKS.md).
 * **regex** (optional groups, character classes): one ``regexp_replace`` rewrites the whole
   line into the fields joined by a control character, then one ``split``.  Field patterns are
   negated classes of the next separator's first character, so the match is linear in the line
@@ -27,12 +29,17 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from logcrnn.errors import ConfigError
+from logcrnn.spark import jvm_function
 
 _FIELD = re.compile(r"(<[^<>]+>)")
 _SEP = "\u0001"  # joins fields in the regex plan; lines holding it never match
 _MARK = "\u0002"  # prefixes a successful regex rewrite
 _REGEX_META = set(".^$*+?()[]{}|\\")
 _BLANKS = " \t\n\r\x0b\x0c"  # what Loghub's line.strip() removes (ASCII whitespace)
+_JVM_SEP = "\u0001"  # joins the items of CompiledFormat.jvm_plan
+
+#: The Java function of the delimited plan (``logcrnn.spark.JVM_FUNCTIONS``).
+JVM_CUT_FIELDS = "logcrnn_cut_fields"
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,42 @@ class CompiledFormat:
     separators: tuple[Separator, ...] = ()
     prefix: str = ""
 
-    def apply(self, df: DataFrame, line: str) -> DataFrame:
+    @property
+    def jvm_plan(self) -> str | None:
+        """The delimited plan as the Java function ``logcrnn_cut_fields`` reads it
+        (``lib/logcrnn/jvm/CutFields.java``); None for the regex plan, or when a separator
+        holds the character that joins the plan's items."""
+        if self.plan != "delimited":
+            return None
+        trim_last = bool(self.separators) and _blank_after(self.separators[-1])
+        items = [self.prefix, "1" if trim_last else "0"]
+        items += [f"{int(s.lead_ws) + 2 * int(s.trail_ws)}{s.core}" for s in self.separators]
+        if any(_JVM_SEP in item for item in items):
+            return None
+        return _JVM_SEP.join(items)
+
+    def apply(self, df: DataFrame, line: str, jvm: bool | None = None) -> DataFrame:
         """``df`` plus ``h`` (struct of the fields, null if no match) and ``_matched``.
 
-        Each cutting step is its own projection, so every intermediate string is computed
-        once (nested expressions would be re-evaluated at every reference).
+        The delimited plan runs as one call of the project's Java function
+        ``logcrnn_cut_fields`` when the session has it (``jvm``: None uses it when
+        registered, False never), else as Spark built-ins, each cutting step its own
+        projection, so every intermediate string is computed once (nested expressions would
+        be re-evaluated at every reference).  Both give the same fields.
         """
+        plan = self.jvm_plan
+        if plan is not None and (
+            jvm or (jvm is None and jvm_function(df.sparkSession, JVM_CUT_FIELDS))
+        ):
+            keep = [F.col(c) for c in df.columns]
+            cut = F.call_function(JVM_CUT_FIELDS, F.col(line), F.lit(plan))
+            matched = F.col("_cut").isNotNull()  # a null line: false (built-ins: null or false)
+            struct = F.struct(*[F.col("_cut")[k].alias(f) for k, f in enumerate(self.fields)])
+            return (
+                df.select(*keep, cut.alias("_cut"))
+                .select(*keep, matched.alias("_matched"), F.col("_cut"))
+                .select(*keep, F.col("_matched"), F.when(F.col("_matched"), struct).alias("h"))
+            )
         # Trimming copies the line, and almost no line has surrounding blanks: look first.
         text = F.col(line)
         edge = F.lit(False)
