@@ -1,12 +1,15 @@
-"""The session factory: Delta is switched on only when its jars will be on the classpath."""
+"""The session factory: Delta is switched on only when its jars will be on the classpath; the
+project's Java functions are registered when their jar was built, and used only when on."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
 import sys
 import zipfile
+from datetime import date
 from pathlib import Path
 
 import pyspark
@@ -14,13 +17,18 @@ import pytest
 from pyspark.sql import SparkSession
 
 from logcrnn import spark as spark_mod
+from logcrnn.config import Config, load_source
+from logcrnn.ingest import parse_lines
 from logcrnn.spark import (
     JVM_FUNCTIONS,
+    build_session,
     delta_extension_loaded,
     delta_jars_present,
     functions_jar,
     jvm_function,
 )
+
+LINES = "file string, line_no long, value string"
 
 
 def test_no_delta_jars_here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -85,6 +93,27 @@ def test_the_java_functions_are_registered_when_built(spark: SparkSession) -> No
     assert spark.conf.get("spark.jars").endswith("logcrnn-jvm.jar")
     for name in JVM_FUNCTIONS:
         assert jvm_function(spark, name)
+
+
+def test_the_java_functions_can_be_turned_off(spark: SparkSession, cfg: Config) -> None:
+    """spark.jvm_functions: false on a session that has them registered: not used."""
+    if functions_jar() is None:
+        pytest.skip("no JDK here: the Java functions were not built")
+    off = dataclasses.replace(cfg.spark, jvm_functions=False)
+    try:
+        assert build_session("tests", off) is spark
+        assert not any(jvm_function(spark, name) for name in JVM_FUNCTIONS)
+        assert "logcrnn_cut_fields" not in _ingest_plan(spark, cfg)
+    finally:
+        build_session("tests", cfg.spark)
+    assert all(jvm_function(spark, name) for name in JVM_FUNCTIONS)
+    assert "logcrnn_cut_fields" in _ingest_plan(spark, cfg)
+
+
+def _ingest_plan(spark: SparkSession, cfg: Config) -> str:
+    lines = spark.createDataFrame([("f", 1, "081109 203615 148 INFO a.B: x")], LINES)
+    bronze = parse_lines(lines, load_source(cfg, "hdfs"), date(2008, 11, 9), 65536)
+    return str(bronze._jdf.queryExecution().optimizedPlan().toString())
 
 
 def test_no_jar_no_java_functions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -115,8 +115,16 @@ def register_jvm_functions(spark: SparkSession) -> list[str]:
     return registered
 
 
+#: Session conf key recording ``spark.jvm_functions`` (a reused session keeps functions an
+#: earlier build registered; this says whether to use them).
+JVM_FUNCTIONS_CONF = "spark.logcrnn.jvmFunctions"
+
+
 def jvm_function(spark: SparkSession, name: str) -> bool:
-    """True when the session has the project's Java function ``name`` registered."""
+    """True when the session has the project's Java function ``name`` registered and the
+    last :func:`build_session` for it did not turn the Java functions off."""
+    if spark.conf.get(JVM_FUNCTIONS_CONF, "true") == "false":
+        return False
     return bool(spark.catalog.functionExists(name))
 
 
@@ -159,10 +167,12 @@ def build_session(app_name: str, settings: SparkSettings) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("LOGCRNN_SPARK_LOG_LEVEL", "WARN"))
+    spark.conf.set(JVM_FUNCTIONS_CONF, _as_conf_value(settings.jvm_functions))
     if settings.jvm_functions and not register_jvm_functions(spark) and jar is not None:
         # the JVM was running already (spark-submit, a notebook's session): ADD JAR puts the
         # jar on the driver's class loader and ships it to the executors
-        spark.sql(f"ADD JAR '{jar}'")
+        quoted = str(jar).replace("\\", "\\\\").replace("'", "\\'")
+        spark.sql(f"ADD JAR '{quoted}'")
         register_jvm_functions(spark)
     return spark
 
