@@ -77,7 +77,7 @@ class CompiledFormat:
             return None
         trim_last = bool(self.separators) and _blank_after(self.separators[-1])
         items = [self.prefix, "1" if trim_last else "0"]
-        items += [f"{int(s.lead_ws) + 2 * int(s.trail_ws)}{s.core}" for s in self.separators]
+        items += [f"{int(s.lead_ws) + 2 * int(not s.core)}{s.needle}" for s in self.separators]
         if any(_JVM_SEP in item for item in items):
             return None
         return _JVM_SEP.join(items)

@@ -17,8 +17,9 @@ import org.apache.spark.sql.api.java.UDF2;
  *
  * <p>{@code plan} is written by {@code logcrnn.formats.CompiledFormat.jvm_plan}: items joined
  * by U+0001; the first is the prefix, the second {@code 1} or {@code 0} (trim the last field),
- * then one item per separator, a digit (bit 0: blanks before, bit 1: blanks after) followed
- * by the separator's text (empty for a plain blank).
+ * then one item per separator, a digit (bit 0: blanks may precede it, so the field is
+ * right-trimmed; bit 1: a plain blank, cut by the split) followed by the text searched for
+ * ({@code logcrnn.formats.Separator.needle}).
  */
 public final class CutFields implements UDF2<String, String, String[]> {
   private static final long serialVersionUID = 1L;
@@ -29,7 +30,7 @@ public final class CutFields implements UDF2<String, String, String[]> {
     final String text;
     final String prefix;
     final boolean trimLast;
-    final String[] core;
+    final boolean[] blank;
     final String[] needle;
     final boolean[] lead;
 
@@ -42,16 +43,15 @@ public final class CutFields implements UDF2<String, String, String[]> {
       prefix = items[0];
       trimLast = items[1].equals("1");
       int n = items.length - 2;
-      core = new String[n];
+      blank = new boolean[n];
       needle = new String[n];
       lead = new boolean[n];
       for (int i = 0; i < n; i++) {
         String item = items[i + 2];
         int flags = item.charAt(0) - '0';
-        core[i] = item.substring(1);
         lead[i] = (flags & 1) != 0;
-        boolean trail = (flags & 2) != 0;
-        needle[i] = core[i].isEmpty() ? " " : (lead[i] ? " " : "") + core[i] + (trail ? " " : "");
+        blank[i] = (flags & 2) != 0;
+        needle[i] = item.substring(1);
       }
     }
   }
@@ -94,13 +94,13 @@ public final class CutFields implements UDF2<String, String, String[]> {
       }
       r = r.substring(p.prefix.length());
     }
-    ArrayList<String> out = new ArrayList<>(p.core.length + 1);
-    int n = p.core.length;
+    int n = p.needle.length;
+    ArrayList<String> out = new ArrayList<>(n + 1);
     int i = 0;
     while (i < n) {
-      if (p.core[i].isEmpty()) {
+      if (p.blank[i]) {
         int j = i;
-        while (j < n && p.core[j].isEmpty()) {
+        while (j < n && p.blank[j]) {
           j++;
         }
         int count = j - i;
