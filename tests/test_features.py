@@ -315,6 +315,12 @@ def test_fitted_statistics_give_sequence_counts_semantics_and_z_scores() -> None
     )
     assert back.names == names and back.vocab == stats.vocab
     assert back.mean == pytest.approx(stats.mean) and back.tokens.keys() == stats.tokens.keys()
+    # each template's own vector, as the window mean above reads it: b, outside the
+    # vocabulary, keeps its own; old reads as the template it was generalised into
+    by_id = features.vectors_by_id(templates, stats)
+    assert sorted(by_id) == ["a", "b", "c", "old"]
+    assert by_id["a"] == pytest.approx([1, 0]) and by_id["b"] == pytest.approx([0, 1])
+    assert by_id["c"] == pytest.approx([0.25, 0.75]) and by_id["old"] == pytest.approx([1, 0])
 
 
 def test_a_template_generalised_after_training_keeps_its_vocabulary_index() -> None:

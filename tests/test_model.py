@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from logcrnn.errors import ConfigError, DataError, UsageError
 from logcrnn.model.baselines import DETECTORS, make_detector
 from logcrnn.model.crnn import CRNN, CRNNConfig, CRNNOutput, class_weights, crnn_loss
-from logcrnn.model.data import WindowArrays
+from logcrnn.model.data import WindowArrays, event_vectors, iterate_batches, with_table_vectors
 from logcrnn.model.fitting import FitSettings, fit_torch, predict_torch, with_unknowns
 from logcrnn.model.metrics import best_f1_threshold, evaluate_scores, threshold_mean_k_sigma
 
@@ -292,6 +292,85 @@ def test_the_head_reads_the_window_semantic_vector() -> None:
     del saved["head_semantic"]
     assert not CRNNConfig.from_saved(saved).head_semantic
     assert CRNN.from_bytes(model.to_bytes()).config.head_semantic
+
+
+def test_each_event_reads_its_own_template_vector() -> None:
+    cfg = CRNNConfig(vocab_size=12, seq_len=8, n_features=2, sem_dim=3)
+    assert cfg.event_vectors
+    torch.manual_seed(5)
+    table = np.random.default_rng(5).normal(size=(12, 3)).astype(np.float32)
+    table[:2] = 0.0  # padding and unknown have no vector
+    model = CRNN(cfg, table).eval()
+    batch = _batch(cfg, [8, 5, 2])
+    args = (batch["sequence"], batch["length"], batch["features"], batch["semantic"])
+    looked_up = torch.from_numpy(table)[batch["sequence"]]
+    # without event vectors the table is read by vocabulary index: the same logits
+    torch.testing.assert_close(model(*args).logit, model(*args, looked_up).logit)
+    # a template unseen in training reads as the unknown id in the sequence, but its own
+    # vector still reaches the convolution: another vector there, another score
+    unseen = batch["sequence"].clone()
+    unseen[:, 0] = 1
+    moved = looked_up.clone()
+    moved[:, 0] += 1.0
+    a = model(unseen, *args[1:], looked_up).logit
+    b = model(unseen, *args[1:], moved).logit
+    assert bool((a != b).all())
+    # the vectors at padding are not read
+    pad = looked_up.clone()
+    pad[1, 5:] += 1.0
+    torch.testing.assert_close(model(*args, looked_up).logit[1], model(*args, pad).logit[1])
+    with pytest.raises(DataError, match="event vectors of shape"):
+        model(*args, looked_up[:, :, :2])
+    # turned off, the table is read whatever the batch carries
+    off = CRNN(CRNNConfig.from_dict({**cfg.to_dict(), "event_vectors": False}), table).eval()
+    torch.testing.assert_close(off(*args).logit, off(*args, moved).logit)
+    # a model saved before the setting existed loads without it
+    saved = off.config.to_dict()
+    del saved["event_vectors"]
+    assert not CRNNConfig.from_saved(saved).event_vectors
+    assert CRNN.from_bytes(model.to_bytes()).config.event_vectors
+
+
+def test_event_vectors_follow_template_ids_and_the_table_follows_the_sequence() -> None:
+    vectors = {"a": np.array([1.0, 2.0]), "b": np.array([3.0, 4.0])}
+    out = event_vectors([["a", "x", "b", "a"], [], None, np.array(["b"])], 3, vectors, 2)
+    assert out.shape == (4, 3, 2) and out.dtype == np.float32
+    # truncated to seq_len; an id without a vector and padding read as zeros
+    assert out[0].tolist() == [[1, 2], [0, 0], [3, 4]]
+    assert not out[1].any() and not out[2].any() and out[3].tolist() == [[3, 4], [0, 0], [0, 0]]
+    with pytest.raises(DataError, match=r"template a: semantic vector of shape \(2,\)"):
+        event_vectors([["a"]], 3, vectors, 3)
+    table = np.arange(12, dtype=np.float32).reshape(6, 2)
+    batch = {"sequence": np.array([[2, 5, 0]])}
+    assert with_table_vectors(batch, table)["event_vectors"].tolist() == [
+        [[4, 5], [10, 11], [0, 1]]
+    ]
+    assert "event_vectors" not in with_table_vectors(batch, None)
+    given = {**batch, "event_vectors": np.zeros((1, 3, 2))}
+    assert with_table_vectors(given, table) is given
+
+
+def test_an_id_replaced_by_the_unknown_id_in_training_keeps_its_vector(rare: Any) -> None:
+    train, valid, _, vectors = rare
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def loss_fn(m: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        seen.append(batch)
+        return m(batch["sequence"], batch["length"], batch["features"], batch["semantic"],
+                 batch["event_vectors"]).logit.mean()  # fmt: skip
+
+    cfg = CRNNConfig(vocab_size=train.vocab_size, seq_len=train.seq_len,
+                     n_features=train.n_features, sem_dim=vectors.shape[1])  # fmt: skip
+    settings = FitSettings(epochs=1, batch_size=64, seed=3, threads=1, unknown_rate=0.3)
+    data = train.take(np.arange(128))
+    fit_torch(CRNN(cfg, vectors), loss_fn,
+              lambda e: iterate_batches(data, 64, e, table=vectors), None, settings)  # fmt: skip
+    seq = torch.cat([b["sequence"] for b in seen])
+    ev = torch.cat([b["event_vectors"] for b in seen])
+    replaced = seq == 1
+    assert int(replaced.sum()) > 100
+    # the unknown id's own row is zeros; the replaced events carry their template's vector
+    assert not vectors[1].any() and bool((ev[replaced].abs().sum(-1) > 0).all())
 
 
 def test_crnn_bytes_round_trip() -> None:

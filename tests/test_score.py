@@ -122,6 +122,28 @@ def test_the_window_semantic_vectors_reach_the_model() -> None:
         score.score_frame(short, scorer)
 
 
+def test_each_event_reads_its_own_template_vector_when_scored() -> None:
+    base = _scorer(sem_dim=4)
+    rng = np.random.default_rng(2)
+    vectors = {t: rng.normal(size=4) for t in "abc"}
+    scorer = dataclasses.replace(base, vectors=vectors)
+    windows = _windows(4)
+    first = score.score_frame(windows, scorer)["score"].to_numpy()
+    # "c" (an unseen template: its events read as the unknown id) with another vector
+    moved = dataclasses.replace(scorer, vectors={**vectors, "c": vectors["c"] + 1.0})
+    assert (score.score_frame(windows, moved)["score"].to_numpy() != first).all()
+    # without vectors (a model saved before event vectors) the table is read
+    # and reading the vectors by template id gives what the table gives by vocabulary index
+    table = CRNN.from_bytes(base.model_blob).template_vectors.numpy()
+    index = {"a": 2, "b": 3, "c": 4}
+    by_index = dataclasses.replace(scorer, vectors={t: table[i] for t, i in index.items()})
+    same = windows.assign(sequence=[[index[t] for t in ids] for ids in windows["template_ids"]])
+    torch.testing.assert_close(
+        score.score_frame(same, by_index)["score"].to_numpy(),
+        score.score_frame(same, base)["score"].to_numpy(),
+    )
+
+
 def test_templates_outside_the_vocabulary_score_as_unknown() -> None:
     scorer = _scorer()
     pdf = _windows(2)

@@ -137,6 +137,7 @@ class CRNNSettings:
     lambda_reg: float = 1e-5
     feature_clip: float = 3.0
     head_semantic: bool = True
+    event_vectors: bool = True
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from pyspark.sql import functions as F
 from logcrnn import ingest, mining, selection, windows
 from logcrnn.config import Config, SourceSpec, load_source
 from logcrnn.errors import DataError, UsageError
-from logcrnn.features import FeatureStats, feature_names
+from logcrnn.features import FeatureStats, feature_names, vectors_by_id
 from logcrnn.lake import Lake
 from logcrnn.model.data import WindowArrays, from_records, template_table
 
@@ -318,7 +318,7 @@ def _check_split(train: WindowArrays, valid: WindowArrays, test: WindowArrays) -
 
 def _collect(lake: Lake, source: str, night: date) -> list[dict[str, Any]]:
     cols = ["window_id", "kind", "key", "grid_start", "line_order", "start_ts", "length",
-            "sequence", "counts", "semantic", "features_std", "label"]  # fmt: skip
+            "sequence", "counts", "semantic", "features_std", "label", "template_ids"]  # fmt: skip
     rows = lake.read(selection.WINDOWS, night, source).select(*cols).collect()
     # by window id: the splits and every model's input order must not depend on the order
     # the windows job happened to write its rows in
@@ -424,32 +424,39 @@ def prepare(spark: SparkSession, cfg: Config, spec: EvalSpec, work: Path) -> Pre
     )
     rows = {_window_key(r): r for r in _collect(lake, spec.source, CLEAN_NIGHT)}
     vocab_size, seq_len = stats.counts_size, conf.features.seq_len
+    templates = lake.read(mining.TEMPLATES, CLEAN_NIGHT, spec.source).collect()
+    # each event's own template vector, as nightly scoring gives it (unseen templates too)
+    by_id = vectors_by_id(templates, stats)
 
-    def arrays(records: list[dict[str, Any]]) -> WindowArrays:
-        return from_records(records, chosen_idx, vocab_size, seq_len)
+    def arrays(
+        records: list[dict[str, Any]], vectors: dict[str, np.ndarray] | None = None
+    ) -> WindowArrays:
+        return from_records(records, chosen_idx, vocab_size, seq_len, vectors)
 
     def part(pos: np.ndarray, source_rows: dict[tuple[Any, ...], dict[str, Any]]) -> Any:
         return [source_rows[_window_key(labelled[i])] for i in pos]
 
+    # training reads its events' vectors from the vocabulary's table, as the training job
+    # does (every training template is in the vocabulary)
     train = arrays(part(train_pos, rows))
-    valid = arrays(part(valid_pos, rows))
-    test = arrays(part(test_pos, rows))
+    valid = arrays(part(valid_pos, rows), by_id)
+    test = arrays(part(test_pos, rows), by_id)
     noisy_rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     if spec.noise > 0:
         noisy_rows = _noisy_night(spark, conf, lake, spec, stats)
+        noisy_templates = lake.read(mining.TEMPLATES, NOISY_NIGHT, spec.source).collect()
+        noisy_by_id = vectors_by_id(noisy_templates, stats)
         missing = [labelled[i]["window_id"] for i in test_pos
                    if _window_key(labelled[i]) not in noisy_rows]  # fmt: skip
         if missing:
             log.warning("%d test windows have no noisy copy (their keys were lost)",
                         len(missing))  # fmt: skip
         test = arrays([noisy_rows[_window_key(labelled[i])] for i in test_pos
-                       if _window_key(labelled[i]) in noisy_rows])  # fmt: skip
+                       if _window_key(labelled[i]) in noisy_rows], noisy_by_id)  # fmt: skip
     for name, piece in (("training", train), ("validation", valid), ("test", test)):
         piece.check(f"the {name} windows")
     _check_split(train, valid, test)
-
-    texts = {r.template_id: r.template or "" for r in
-             lake.read(mining.TEMPLATES, CLEAN_NIGHT, spec.source).collect()}  # fmt: skip
+    texts = {r.template_id: r.template or "" for r in templates}
     vectors = template_table(
         stats.vocab, texts, lambda t: stats.template_vector(t, stats.vector_size)
     )

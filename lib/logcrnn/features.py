@@ -347,6 +347,15 @@ def build_context(
     )
 
 
+def vectors_by_id(templates: Iterable[Any], stats: FeatureStats) -> dict[str, np.ndarray]:
+    """Template id -> the semantic vector the windows job gives its events (Eq. 2: its
+    current template's, after generalisations), for every template of ``templates``
+    (``silver.templates`` rows), those unseen in training included."""
+    ctx = build_context(templates, 1, (), None, stats)
+    assert ctx.semantic is not None
+    return {tid: ctx.semantic[i] for i, tid in enumerate(ctx.known_ids)}
+
+
 # --------------------------------------------------------------------------------------------
 # the numeric core
 

@@ -3,7 +3,10 @@
 The model travels to the executors as bytes in a broadcast (config, weights and template
 table: :meth:`CRNN.to_bytes`), so no executor reads a driver-local path; each Python worker
 loads it once (``torch.load(..., weights_only=True)``) and every Arrow batch of windows
-yields one batch of results (``mapInPandas``).  The numeric core, :func:`score_frame`, is a
+yields one batch of results (``mapInPandas``).  A model that reads each event's own template
+vector (``event_vectors``) also gets, in the same broadcast, the vector of every template of
+the night (:func:`logcrnn.features.vectors_by_id` with the statistics the windows were built
+with), so a template unseen in training reads as what its tokens mean.  The numeric core, :func:`score_frame`, is a
 pure function of a pandas frame, tested without Spark.  GPU when the executor has one.
 
 A row of gold.anomalies: the window (id, kind, key, bounds), its score and ``is_anomaly`` at
@@ -29,7 +32,10 @@ from pyspark.sql import functions as F
 
 from logcrnn.config import Config, load_source
 from logcrnn.errors import DataError
+from logcrnn.features import vectors_by_id
 from logcrnn.lake import Lake
+from logcrnn.model.data import event_vectors
+from logcrnn.windows import load_stats
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,9 @@ class Scorer:
     feature_index: tuple[int, ...]
     texts: Mapping[str, str]
     batch_size: int = 1024
+    #: template id -> semantic vector (:func:`logcrnn.features.vectors_by_id`) for a model
+    #: that reads its events' own vectors (``event_vectors``); None otherwise
+    vectors: Mapping[str, np.ndarray] | None = None
 
 
 _LOADED: dict[str, Any] = {}
@@ -113,6 +122,10 @@ def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     semantic = None
     if cfg.head_semantic and cfg.sem_dim:
         semantic = _fixed_width(pdf, "semantic", cfg.sem_dim, np.float32)
+    events = None
+    if cfg.event_vectors and cfg.sem_dim and scorer.vectors is not None:
+        events = event_vectors(pdf["template_ids"].tolist(), cfg.seq_len, scorer.vectors,
+                               cfg.sem_dim)  # fmt: skip
     scores = np.empty(n, dtype=np.float64)
     attention = np.empty((n, cfg.seq_len), dtype=np.float64)
     with torch.no_grad():
@@ -123,6 +136,7 @@ def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
                 torch.from_numpy(length[lo:hi]).to(device),
                 torch.from_numpy(feats[lo:hi]).to(device),
                 None if semantic is None else torch.from_numpy(semantic[lo:hi]).to(device),
+                None if events is None else torch.from_numpy(events[lo:hi]).to(device),
             )
             scores[lo:hi] = torch.sigmoid(out.logit).double().cpu().numpy()
             attention[lo:hi] = out.attention.double().cpu().numpy()
@@ -252,12 +266,20 @@ def score_night(
         r.template_id: r.template or ""
         for r in lake.read(TEMPLATES, night, source).select("template_id", "template").collect()
     } if lake.exists(TEMPLATES) else {}  # fmt: skip
+    vectors = None
+    cfg_model = art.model.config
+    if cfg_model.event_vectors and cfg_model.sem_dim and lake.exists(TEMPLATES):
+        # each event reads its own template's vector, those unseen in training included
+        stats = load_stats(lake, source, art.stats_night)
+        if stats is not None:
+            vectors = vectors_by_id(lake.read(TEMPLATES, night, source).collect(), stats)
     scorer = Scorer(
         model_blob=art.model.to_bytes(),
         version=art.version,
         threshold=float(art.threshold),
         feature_index=tuple(art.feature_index),
         texts=texts,
+        vectors=vectors,
     )
     scored_at = datetime.now(UTC)
     if windows is None:

@@ -54,7 +54,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
 from logcrnn.errors import DataError, UsageError
-from logcrnn.model.crnn import CRNN, CRNNConfig, class_weights, crnn_loss
+from logcrnn.model.crnn import CRNN, CRNNConfig, class_weights, crnn_loss, crnn_score
 from logcrnn.model.data import PAD, WindowArrays, iterate_batches
 from logcrnn.model.fitting import (
     Collective,
@@ -63,7 +63,6 @@ from logcrnn.model.fitting import (
     ScoreFn,
     device_for,
     fit_torch,
-    logit_score,
     predict_torch,
 )
 
@@ -339,6 +338,7 @@ class _TorchDetector:
         valid: WindowArrays | None,
         score_fn: ScoreFn | None,
         balanced: bool = False,
+        table: np.ndarray | None = None,
     ) -> None:
         settings = self.settings
         dev = self.device if self.device is not None else device_for()
@@ -346,7 +346,7 @@ class _TorchDetector:
             model,
             loss_fn,
             lambda epoch: iterate_batches(
-                train, settings.batch_size, settings.seed + epoch, balanced=balanced
+                train, settings.batch_size, settings.seed + epoch, balanced=balanced, table=table
             ),
             valid if valid is not None and len(valid) else None,
             settings,
@@ -661,15 +661,20 @@ class CRNNDetector(_TorchDetector):
         model = CRNN(self.config_, self.template_vectors)
 
         def loss_fn(m: Any, batch: dict[str, Tensor]) -> Tensor:
-            out = m(batch["sequence"], batch["length"], batch["features"], batch["semantic"])
+            out = m(batch["sequence"], batch["length"], batch["features"], batch["semantic"],
+                    batch.get("event_vectors"))  # fmt: skip
             return crnn_loss(m, out, batch["label"], weights, length=batch["length"])
 
         valid_l = _labelled(_checked(valid, "crnn: valid"), "crnn", both=False)
-        self._fit_model(model, loss_fn, data, valid_l, logit_score, self.settings.balanced)
+        # an event whose id training replaces by the unknown id keeps its template's vector
+        table = self.template_vectors if self.config_.event_vectors and sem_dim else None
+        self._fit_model(
+            model, loss_fn, data, valid_l, crnn_score, self.settings.balanced, table=table
+        )
         return self
 
     def score(self, data: WindowArrays) -> np.ndarray:
-        return self._predict(data, logit_score)
+        return self._predict(data, crnn_score)
 
 
 # --- registry ---------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ class WindowArrays:
     ``features``: (n, F) float32 standardised numeric features (the chosen ones, Eq. 3);
     ``label``: (n,) int64 1 anomalous, 0 normal, -1 unknown;
     ``start_us``: (n,) int64 window start, microseconds since the epoch (line order if none);
-    ``window_id``: (n,) object window ids.
+    ``window_id``: (n,) object window ids;
+    ``event_vectors``: None, or (n, L, D) float32 semantic vector of each event's own
+    template (zeros at padding), templates unseen in training included.
     """
 
     sequence: np.ndarray
@@ -41,12 +43,13 @@ class WindowArrays:
     label: np.ndarray
     start_us: np.ndarray
     window_id: np.ndarray
+    event_vectors: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.label)
         for f in fields(self):
             value = getattr(self, f.name)
-            if len(value) != n:
+            if value is not None and len(value) != n:
                 raise DataError(f"window arrays: {f.name} has {len(value)} rows, label has {n}")
 
     def __len__(self) -> int:
@@ -67,7 +70,11 @@ class WindowArrays:
     def take(self, index: np.ndarray | Sequence[int]) -> WindowArrays:
         """The windows at ``index`` (a boolean mask or positions), in that order."""
         idx = np.asarray(index)
-        return WindowArrays(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = None if value is None else value[idx]
+        return WindowArrays(**out)
 
     def check(self, what: str) -> None:
         """Raise :class:`DataError` if any input is NaN or infinite."""
@@ -80,7 +87,11 @@ class WindowArrays:
     def batch(self, index: np.ndarray | Sequence[int] | slice | None = None) -> dict[str, Any]:
         """A batch dict of numpy arrays (keys: the field names except ``window_id``)."""
         sel = slice(None) if index is None else index
-        return {f.name: getattr(self, f.name)[sel] for f in fields(self) if f.name != "window_id"}
+        return {
+            f.name: getattr(self, f.name)[sel]
+            for f in fields(self)
+            if f.name != "window_id" and getattr(self, f.name) is not None
+        }
 
 
 def from_records(
@@ -88,8 +99,12 @@ def from_records(
     feature_index: Sequence[int],
     vocab_size: int,
     seq_len: int,
+    vectors: Mapping[str, np.ndarray] | None = None,
 ) -> WindowArrays:
     """``gold.windows`` rows (dicts or Rows) -> :class:`WindowArrays`.
+
+    ``vectors`` (template id -> semantic vector, :func:`logcrnn.features.vectors_by_id`):
+    when given, the arrays carry ``event_vectors`` from the rows' ``template_ids``.
 
     ``feature_index`` picks the chosen features out of ``features_std``; ``vocab_size`` and
     ``seq_len`` are the model's, so windows built with another vocabulary or sequence length
@@ -134,7 +149,11 @@ def from_records(
         ],
         dtype=np.int64,
     )
+    events = None
+    if vectors is not None:
+        events = event_vectors([r["template_ids"] for r in rows], seq_len, vectors, sem.shape[1])
     return WindowArrays(
+        event_vectors=events,
         sequence=sequence,
         length=np.array([int(r["length"]) for r in rows], dtype=np.int64),
         counts=counts,
@@ -151,9 +170,11 @@ def iterate_batches(
     batch_size: int,
     seed: int,
     balanced: bool = False,
+    table: np.ndarray | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One epoch of shuffled batches (seeded); ``balanced`` oversamples the anomalous class
-    to half of each epoch's draws (class-balanced sampling)."""
+    to half of each epoch's draws (class-balanced sampling); ``table``: as
+    :func:`with_table_vectors`."""
     rng = np.random.default_rng(seed)
     n = len(data)
     if balanced:
@@ -167,7 +188,43 @@ def iterate_batches(
     else:
         order = rng.permutation(n)
     for lo in range(0, len(order), batch_size):
-        yield data.batch(order[lo : lo + batch_size])
+        yield with_table_vectors(data.batch(order[lo : lo + batch_size]), table)
+
+
+def event_vectors(
+    template_ids: Sequence[Sequence[str] | None],
+    seq_len: int,
+    vectors: Mapping[str, np.ndarray],
+    dim: int,
+) -> np.ndarray:
+    """(n, seq_len, dim) float32: the semantic vector of each window's event templates, in
+    event order (``gold.windows.template_ids``), zeros at padding and for an id ``vectors``
+    lacks.  Unlike a lookup of the vocabulary index, a template unseen in training reads as
+    its own vector, not as the unknown id's."""
+    out = np.zeros((len(template_ids), seq_len, dim), dtype=np.float32)
+    cache: dict[str, np.ndarray | None] = {}
+    for i, ids in enumerate(template_ids):
+        for j, tid in enumerate([] if ids is None else list(ids)[:seq_len]):
+            if tid not in cache:
+                vec = vectors.get(tid)
+                cache[tid] = None if vec is None else np.asarray(vec, dtype=np.float32)
+            vec = cache[tid]
+            if vec is not None:
+                if vec.shape != (dim,):
+                    raise DataError(f"template {tid}: semantic vector of shape {vec.shape}, "
+                                    f"the model takes ({dim},)")  # fmt: skip
+                out[i, j] = vec
+    return out
+
+
+def with_table_vectors(batch: dict[str, Any], table: np.ndarray | None) -> dict[str, Any]:
+    """``batch`` with ``event_vectors`` looked up in ``table`` (V, D) by its ``sequence``,
+    when it has none and ``table`` is given.  Training adds them before replacing ids by the
+    unknown id, so a replaced event keeps its template's vector, as an unseen template does
+    when scored with :func:`event_vectors`."""
+    if table is None or batch.get("event_vectors") is not None or "sequence" not in batch:
+        return batch
+    return {**batch, "event_vectors": table[np.asarray(batch["sequence"])]}
 
 
 def template_table(

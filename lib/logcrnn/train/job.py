@@ -11,7 +11,9 @@ nights A..B:
 2. **Inputs**: the statistics the windows were built with (:func:`windows.load_stats`), the
    chosen features of that night (:func:`selection.chosen_features`; all features when none
    were scored), the template table (:func:`data.template_table` over silver.templates'
-   texts).  The validation slice is the labelled windows whose id hashes (CRC-32) below a
+   texts).  The validation windows carry each event's own template vector, as scoring gives
+   them (the templates of night B); training reads them from the table.  The validation
+   slice is the labelled windows whose id hashes (CRC-32) below a
    cut (``train.valid_share``, at most ``train.valid_max`` windows): deterministic, the same
    on every rank and on every re-run.  The driver reads it once (it is small) and ships it to
    the workers; the training windows are read by the workers themselves (Petastorm over the
@@ -48,10 +50,10 @@ from pyspark.sql import functions as F
 from logcrnn import selection, windows
 from logcrnn.config import Config, TrainSettings, load_source
 from logcrnn.errors import DataError, LogcrnnError, UsageError
-from logcrnn.features import FeatureStats, feature_names
+from logcrnn.features import FeatureStats, feature_names, vectors_by_id
 from logcrnn.lake import Lake
 from logcrnn.model import artifact, metrics
-from logcrnn.model.crnn import CRNN, CRNNConfig
+from logcrnn.model.crnn import CRNN, CRNNConfig, crnn_score
 from logcrnn.model.data import WindowArrays, from_records, template_table
 from logcrnn.model.fitting import FitSettings, predict_torch
 from logcrnn.train import engines
@@ -225,12 +227,19 @@ def _valid_cut(settings: TrainSettings, labelled: int) -> int:
 
 
 def _validation(
-    df: DataFrame, cut: int, feature_index: list[int], vocab_size: int, seq_len: int
+    df: DataFrame,
+    cut: int,
+    feature_index: list[int],
+    vocab_size: int,
+    seq_len: int,
+    vectors: dict[str, np.ndarray] | None,
 ) -> WindowArrays:
     cols = [c for c in COLUMNS if c != "start_ts"] + ["start_ts"]
+    if vectors is not None:
+        cols.append("template_ids")
     rows = df.where(F.col("label").isNotNull() & (_bucket() < cut)).select(*cols)
     records = sorted((r.asDict() for r in rows.collect()), key=lambda r: r["window_id"])
-    return from_records(records, feature_index, vocab_size, seq_len)
+    return from_records(records, feature_index, vocab_size, seq_len, vectors)
 
 
 def _fit_settings(settings: TrainSettings) -> FitSettings:
@@ -281,7 +290,11 @@ def prepare(cfg: Config, lake: Lake, source: str, first: date, last: date) -> Tr
     _check_numbers(counts, chosen, index, f"{source} {first}..{last}")
     seq_len = cfg.features.seq_len
     cut = _valid_cut(settings, counts.labelled)
-    valid = _validation(period, cut, index, stats.counts_size, seq_len)
+    by_id = None
+    if settings.crnn.event_vectors and lake.exists(TEMPLATES):
+        # the validation windows' events read their own template vectors, as scoring does
+        by_id = vectors_by_id(lake.read(TEMPLATES, last, source).collect(), stats)
+    valid = _validation(period, cut, index, stats.counts_size, seq_len, by_id)
     valid.check("the validation windows")
     v_anom = int((valid.label == 1).sum())
     t_lab, t_anom = counts.labelled - len(valid), counts.anomalous - v_anom
@@ -417,7 +430,8 @@ def train(
     state = {k: torch.from_numpy(v) for k, v in rank0["state"].items()}
     model = CRNN(data.config, data.vectors)
     model.load_state_dict(state)
-    scores = predict_torch(model, data.valid, batch_size=256, device=torch.device("cpu"))
+    scores = predict_torch(model, data.valid, batch_size=256, score_fn=crnn_score,
+                           device=torch.device("cpu"))  # fmt: skip
     threshold = metrics.best_f1_threshold(data.valid.label, scores)
     valid_m = metrics.evaluate_scores(data.valid.label, scores, threshold)
     fit = rank0["fit"]

@@ -31,9 +31,9 @@ import torch
 from torch import Tensor
 
 from logcrnn.errors import DataError
-from logcrnn.model.crnn import CRNN, CRNNConfig, crnn_loss
-from logcrnn.model.data import WindowArrays
-from logcrnn.model.fitting import Collective, FitSettings, device_for, fit_torch, logit_score
+from logcrnn.model.crnn import CRNN, CRNNConfig, crnn_loss, crnn_score
+from logcrnn.model.data import WindowArrays, with_table_vectors
+from logcrnn.model.fitting import Collective, FitSettings, device_for, fit_torch
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,16 @@ def concat(parts: Sequence[WindowArrays]) -> WindowArrays:
     """Row-wise concatenation (an empty list gives nothing to train on: DataError)."""
     if not parts:
         raise DataError("no windows read")
-    names = [f.name for f in dataclasses.fields(WindowArrays)]
-    return WindowArrays(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in names})
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(WindowArrays):
+        values = [getattr(p, f.name) for p in parts]
+        if any(v is None for v in values):
+            if not all(v is None for v in values):
+                raise DataError(f"window arrays: {f.name} missing in some parts")
+            out[f.name] = None
+        else:
+            out[f.name] = np.concatenate(values)
+    return WindowArrays(**out)
 
 
 def read_shard(spec: Mapping[str, Any], rank: int, size: int) -> WindowArrays:
@@ -170,16 +178,17 @@ def read_shard(spec: Mapping[str, Any], rank: int, size: int) -> WindowArrays:
 
 
 def fixed_batches(
-    data: WindowArrays, batch_size: int, steps: int, seed: int
+    data: WindowArrays, batch_size: int, steps: int, seed: int, table: np.ndarray | None = None
 ) -> Iterator[dict[str, Any]]:
     """Exactly ``steps`` batches of ``batch_size``: seeded permutations of ``data``, one
-    after another, cut into batches (a small shard is cycled, a large one sampled)."""
+    after another, cut into batches (a small shard is cycled, a large one sampled);
+    ``table``: as :func:`~logcrnn.model.data.with_table_vectors`."""
     rng = np.random.default_rng(seed)
     need = steps * batch_size
     rounds = max(1, math.ceil(need / len(data)))
     order = np.concatenate([rng.permutation(len(data)) for _ in range(rounds)])[:need]
     for lo in range(0, need, batch_size):
-        yield data.batch(order[lo : lo + batch_size])
+        yield with_table_vectors(data.batch(order[lo : lo + batch_size]), table)
 
 
 def params_digest(state: Mapping[str, Tensor]) -> str:
@@ -231,24 +240,29 @@ def train_worker(
         raise RuntimeError(f"injected failure on rank {rank} ({FAIL_RANK_ENV})")
     settings = FitSettings(**spec["fit"])
     torch.manual_seed(settings.seed)
-    model = CRNN(CRNNConfig.from_dict(spec["crnn"]), spec["template_vectors"])
+    config = CRNNConfig.from_dict(spec["crnn"])
+    model = CRNN(config, spec["template_vectors"])
     weights = (float(spec["class_weights"][0]), float(spec["class_weights"][1]))
+    # an event whose id training replaces by the unknown id keeps its template's vector
+    table = np.asarray(spec["template_vectors"]) if config.event_vectors else None
 
     def loss_fn(m: Any, batch: dict[str, Tensor]) -> Tensor:
-        out = m(batch["sequence"], batch["length"], batch["features"], batch["semantic"])
+        out = m(batch["sequence"], batch["length"], batch["features"], batch["semantic"],
+                batch.get("event_vectors"))  # fmt: skip
         return crnn_loss(m, out, batch["label"], weights, length=batch["length"])
 
     steps = int(spec["steps_per_epoch"])
 
     def epochs(epoch: int) -> Iterator[dict[str, Any]]:
         # Horovod: a different order per rank, the same number of steps on every rank
-        return fixed_batches(train, settings.batch_size, steps, settings.seed + 7919 * rank + epoch)
+        seed = settings.seed + 7919 * rank + epoch
+        return fixed_batches(train, settings.batch_size, steps, seed, table)
 
     on_epoch = None
     if rank == 0 and spec.get("checkpoint"):  # Horovod: rank 0 alone writes the checkpoint
         on_epoch = _checkpointer(model, str(spec["checkpoint"]))
     result = fit_torch(model, loss_fn, epochs, spec["valid"], settings, collective, device,
-                       on_epoch=on_epoch, score_fn=logit_score)  # fmt: skip
+                       on_epoch=on_epoch, score_fn=crnn_score)  # fmt: skip
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     out: dict[str, Any] = {
         "rank": rank,
