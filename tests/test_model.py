@@ -13,7 +13,13 @@ from sklearn.metrics import roc_auc_score
 from logcrnn.errors import ConfigError, DataError, UsageError
 from logcrnn.model.baselines import DETECTORS, make_detector
 from logcrnn.model.crnn import CRNN, CRNNConfig, CRNNOutput, class_weights, crnn_loss
-from logcrnn.model.data import WindowArrays, event_vectors, iterate_batches, with_table_vectors
+from logcrnn.model.data import (
+    TemplateVectors,
+    WindowArrays,
+    event_vectors,
+    iterate_batches,
+    with_table_vectors,
+)
 from logcrnn.model.fitting import FitSettings, fit_torch, predict_torch, with_unknowns
 from logcrnn.model.metrics import best_f1_threshold, evaluate_scores, threshold_mean_k_sigma
 
@@ -338,8 +344,13 @@ def test_event_vectors_follow_template_ids_and_the_table_follows_the_sequence() 
     # truncated to seq_len; an id without a vector and padding read as zeros
     assert out[0].tolist() == [[1, 2], [0, 0], [3, 4]]
     assert not out[1].any() and not out[2].any() and out[3].tolist() == [[3, 4], [0, 0], [0, 0]]
-    with pytest.raises(DataError, match=r"template a: semantic vector of shape \(2,\)"):
+    with pytest.raises(DataError, match="template vectors of length 2, the model takes 3"):
         event_vectors([["a"]], 3, vectors, 3)
+    with pytest.raises(DataError, match=r"template b: semantic vector of shape \(3,\)"):
+        TemplateVectors.of({"a": [1.0, 2.0], "b": [1.0, 2.0, 3.0]})
+    table_form = TemplateVectors.of(vectors)
+    assert (event_vectors([["b", "a"]], 3, table_form, 2) == out[[0]][:, [2, 0, 1]]).all()
+    assert not event_vectors([["a"]], 2, {}, 2).any()
     table = np.arange(12, dtype=np.float32).reshape(6, 2)
     batch = {"sequence": np.array([[2, 5, 0]])}
     assert with_table_vectors(batch, table)["event_vectors"].tolist() == [

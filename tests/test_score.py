@@ -23,6 +23,7 @@ from logcrnn.config import Config
 from logcrnn.errors import DataError
 from logcrnn.lake import Lake
 from logcrnn.model.crnn import CRNN, CRNNConfig
+from logcrnn.model.data import TemplateVectors
 
 
 def _scorer(
@@ -126,17 +127,21 @@ def test_each_event_reads_its_own_template_vector_when_scored() -> None:
     base = _scorer(sem_dim=4)
     rng = np.random.default_rng(2)
     vectors = {t: rng.normal(size=4) for t in "abc"}
-    scorer = dataclasses.replace(base, vectors=vectors)
+    scorer = dataclasses.replace(base, vectors=TemplateVectors.of(vectors))
     windows = _windows(4)
     first = score.score_frame(windows, scorer)["score"].to_numpy()
     # "c" (an unseen template: its events read as the unknown id) with another vector
-    moved = dataclasses.replace(scorer, vectors={**vectors, "c": vectors["c"] + 1.0})
+    moved = dataclasses.replace(
+        scorer, vectors=TemplateVectors.of({**vectors, "c": vectors["c"] + 1.0})
+    )
     assert (score.score_frame(windows, moved)["score"].to_numpy() != first).all()
     # without vectors (a model saved before event vectors) the table is read
     # and reading the vectors by template id gives what the table gives by vocabulary index
     table = CRNN.from_bytes(base.model_blob).template_vectors.numpy()
     index = {"a": 2, "b": 3, "c": 4}
-    by_index = dataclasses.replace(scorer, vectors={t: table[i] for t, i in index.items()})
+    by_index = dataclasses.replace(
+        scorer, vectors=TemplateVectors.of({t: table[i] for t, i in index.items()})
+    )
     same = windows.assign(sequence=[[index[t] for t in ids] for ids in windows["template_ids"]])
     torch.testing.assert_close(
         score.score_frame(same, by_index)["score"].to_numpy(),

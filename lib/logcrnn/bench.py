@@ -715,6 +715,7 @@ def bench_score(
     from logcrnn import score
     from logcrnn.features import feature_names
     from logcrnn.model.crnn import CRNN
+    from logcrnn.model.data import TemplateVectors
     from logcrnn.spark import spark_session
 
     if windows <= 0 or files <= 0 or repeat <= 0:
@@ -726,6 +727,12 @@ def bench_score(
     n_all = len(feature_names(cfg.features.scales))
     rng = np.random.default_rng(seed)
     pick = tuple(int(i) for i in sorted(rng.choice(n_all, cfg.features.top_k, replace=False)))
+    vectors = None
+    if model.config.event_vectors:
+        # each event's own template vector, looked up by id in the UDF as score_night does;
+        # the same rows as the model's table, so both paths give the same scores
+        table = model.template_vectors.numpy()
+        vectors = TemplateVectors.of({t: table[2 + k] for k, t in enumerate(texts)})
     scorer = score.Scorer(
         model_blob=model.to_bytes(),
         version=f"bench-untrained-{seed}",
@@ -733,6 +740,7 @@ def bench_score(
         feature_index=pick,
         texts=texts,
         batch_size=batch_size,
+        vectors=vectors,
     )
     plain_model = CRNN.from_bytes(scorer.model_blob)  # what every Python worker loads
     load_before = os.getloadavg()

@@ -6,8 +6,9 @@ loads it once (``torch.load(..., weights_only=True)``) and every Arrow batch of 
 yields one batch of results (``mapInPandas``).  A model that reads each event's own template
 vector (``event_vectors``) also gets, in the same broadcast, the vector of every template of
 the night (:func:`logcrnn.features.vectors_by_id` with the statistics the windows were built
-with), so a template unseen in training reads as what its tokens mean.  The numeric core, :func:`score_frame`, is a
-pure function of a pandas frame, tested without Spark.  GPU when the executor has one.
+with), so a template unseen in training reads as what its tokens mean.  The numeric core,
+:func:`score_frame`, is a pure function of a pandas frame, tested without Spark.  GPU when
+the executor has one.
 
 A row of gold.anomalies: the window (id, kind, key, bounds), its score and ``is_anomaly`` at
 the model's calibrated threshold, the model version, the templates that drove the score (the
@@ -34,7 +35,7 @@ from logcrnn.config import Config, load_source
 from logcrnn.errors import DataError
 from logcrnn.features import vectors_by_id
 from logcrnn.lake import Lake
-from logcrnn.model.data import event_vectors
+from logcrnn.model.data import TemplateVectors, event_vectors
 from logcrnn.windows import load_stats
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,9 @@ class Scorer:
     feature_index: tuple[int, ...]
     texts: Mapping[str, str]
     batch_size: int = 1024
-    #: template id -> semantic vector (:func:`logcrnn.features.vectors_by_id`) for a model
+    #: every template's semantic vector (:func:`logcrnn.features.vectors_by_id`) for a model
     #: that reads its events' own vectors (``event_vectors``); None otherwise
-    vectors: Mapping[str, np.ndarray] | None = None
+    vectors: TemplateVectors | None = None
 
 
 _LOADED: dict[str, Any] = {}
@@ -272,7 +273,8 @@ def score_night(
         # each event reads its own template's vector, those unseen in training included
         stats = load_stats(lake, source, art.stats_night)
         if stats is not None:
-            vectors = vectors_by_id(lake.read(TEMPLATES, night, source).collect(), stats)
+            templates = lake.read(TEMPLATES, night, source).collect()
+            vectors = TemplateVectors.of(vectors_by_id(templates, stats))
     scorer = Scorer(
         model_blob=art.model.to_bytes(),
         version=art.version,

@@ -191,30 +191,59 @@ def iterate_batches(
         yield with_table_vectors(data.batch(order[lo : lo + batch_size]), table)
 
 
+@dataclass(frozen=True)
+class TemplateVectors:
+    """Template id -> semantic vector, held as one matrix for batch lookups.
+
+    ``rows``: template id -> row of ``matrix``; ``matrix``: (1 + k, D) float32, row 0 zeros
+    (an id it lacks, and padding).  Build it with :meth:`of`.
+    """
+
+    rows: Mapping[str, int]
+    matrix: np.ndarray
+
+    @classmethod
+    def of(cls, vectors: Mapping[str, Any]) -> TemplateVectors:
+        """From template id -> (D,) vector; every vector must have the same length."""
+        ids = sorted(vectors)
+        rows = [np.asarray(vectors[t], dtype=np.float32) for t in ids]
+        dim = rows[0].shape if rows else (0,)
+        for tid, vec in zip(ids, rows, strict=True):
+            if vec.ndim != 1 or vec.shape != dim:
+                raise DataError(f"template {tid}: semantic vector of shape {vec.shape}, "
+                                f"the others have {dim}")  # fmt: skip
+        matrix = np.zeros((len(ids) + 1, dim[0]), dtype=np.float32)
+        if rows:
+            matrix[1:] = np.stack(rows)
+        return cls({t: i + 1 for i, t in enumerate(ids)}, matrix)
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+
 def event_vectors(
     template_ids: Sequence[Sequence[str] | None],
     seq_len: int,
-    vectors: Mapping[str, np.ndarray],
+    vectors: TemplateVectors | Mapping[str, Any],
     dim: int,
 ) -> np.ndarray:
     """(n, seq_len, dim) float32: the semantic vector of each window's event templates, in
     event order (``gold.windows.template_ids``), zeros at padding and for an id ``vectors``
     lacks.  Unlike a lookup of the vocabulary index, a template unseen in training reads as
     its own vector, not as the unknown id's."""
-    out = np.zeros((len(template_ids), seq_len, dim), dtype=np.float32)
-    cache: dict[str, np.ndarray | None] = {}
+    table = vectors if isinstance(vectors, TemplateVectors) else TemplateVectors.of(vectors)
+    if table.rows and table.dim != dim:
+        raise DataError(f"template vectors of length {table.dim}, the model takes {dim}")
+    index = np.zeros((len(template_ids), seq_len), dtype=np.int64)
+    get = table.rows.get
     for i, ids in enumerate(template_ids):
-        for j, tid in enumerate([] if ids is None else list(ids)[:seq_len]):
-            if tid not in cache:
-                vec = vectors.get(tid)
-                cache[tid] = None if vec is None else np.asarray(vec, dtype=np.float32)
-            vec = cache[tid]
-            if vec is not None:
-                if vec.shape != (dim,):
-                    raise DataError(f"template {tid}: semantic vector of shape {vec.shape}, "
-                                    f"the model takes ({dim},)")  # fmt: skip
-                out[i, j] = vec
-    return out
+        if ids is not None and len(ids):
+            found = [get(t, 0) for t in list(ids)[:seq_len]]
+            index[i, : len(found)] = found
+    if not table.rows:
+        return np.zeros((len(template_ids), seq_len, dim), dtype=np.float32)
+    return table.matrix[index]
 
 
 def with_table_vectors(batch: dict[str, Any], table: np.ndarray | None) -> dict[str, Any]:
