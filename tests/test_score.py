@@ -225,6 +225,39 @@ def test_two_scoring_runs_at_once_leave_one_consistent_partition(scored_lake: An
 
 
 @pytest.mark.slow
+def test_templates_new_on_the_scored_night_are_scored_with_their_own_vectors(
+    scored_lake: Any,
+) -> None:
+    from logcrnn.features import vectors_by_id
+    from logcrnn.model.artifact import current_artifact, load_artifact
+    from logcrnn.windows import load_stats
+
+    lake, conf = scored_lake.lake, scored_lake.conf
+    score.score_night(lake.spark, conf, lake, "bgl", N2)
+    nightly = dict(lake.read("gold.anomalies", N2, "bgl").select("window_id", "score").collect())
+    art = load_artifact(current_artifact(lake.root, "bgl", conf.train.models_dir))
+    assert art.model.config.event_vectors
+    pdf = lake.read("gold.windows", N2, "bgl").select(*score.INPUT_COLUMNS).toPandas()
+    # the same model reading the unknown id's (zero) vector for every unseen template
+    by_index = score.Scorer(model_blob=art.model.to_bytes(), version="by-index",
+                            threshold=art.threshold, feature_index=tuple(art.feature_index),
+                            texts={})  # fmt: skip
+    plain = score.score_frame(pdf, by_index).set_index("window_id")["score"]
+    # each unseen template's own vector (zeros when none of its tokens was in training)
+    stats = load_stats(lake, "bgl", art.stats_night)
+    assert stats is not None
+    vectors = vectors_by_id(lake.read("silver.templates", N2, "bgl").collect(), stats)
+    told, silent = [], []
+    for wid, ids, seq in zip(pdf["window_id"], pdf["template_ids"], pdf["sequence"], strict=True):
+        new = [t for t, i in zip(ids, seq, strict=False) if i == 1]
+        if new:
+            (told if any(vectors[t].any() for t in new) else silent).append(wid)
+    assert len(told) >= 10  # the later part of the log brings templates N1 never showed
+    assert all(nightly[w] != plain[w] for w in told)
+    assert all(nightly[w] == plain[w] for w in silent)
+
+
+@pytest.mark.slow
 def test_a_night_without_windows_is_an_empty_partition_and_exit_0(
     scored_lake: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

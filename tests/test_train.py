@@ -19,6 +19,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -369,6 +370,15 @@ def test_train_cli_local_calibrates_saves_and_reloads(
     m = metrics.evaluate_scores(valid.label, predict_torch(art.model, valid), art.threshold)
     assert m == art.meta.metrics["valid"] and round(m["f1"], 4) == report["valid_f1"]
     assert report["valid_f1"] > 0.8 and _test_f1(art, bgl.lake)["roc_auc"] > 0.8
+    # the job's validation windows carry each event's own template vector (by id, as
+    # scoring reads them), the same as the model's table by index for learned templates
+    first, last = date.fromisoformat(N1), date.fromisoformat(N2)
+    prep = job.prepare(bgl.conf, bgl.lake, SOURCE, first, last)
+    events, seq = prep.valid.event_vectors, prep.valid.sequence
+    assert events is not None and events.shape == (*seq.shape, prep.vectors.shape[1])
+    known = seq > 1
+    assert known.sum() > 100 and np.allclose(events[known], prep.vectors[seq][known])
+    assert not events[seq == 0].any()
 
 
 def _forge(lake: Lake, dst: str, nights: tuple[str, ...], change: Any) -> None:

@@ -263,17 +263,14 @@ def score_night(
                 f"{art.stats_night} (a model trained on other features or vocabulary "
                 "cannot score them)"
             )
-    texts = {
-        r.template_id: r.template or ""
-        for r in lake.read(TEMPLATES, night, source).select("template_id", "template").collect()
-    } if lake.exists(TEMPLATES) else {}  # fmt: skip
+    templates = lake.read(TEMPLATES, night, source).collect() if lake.exists(TEMPLATES) else []
+    texts = {r.template_id: r.template or "" for r in templates}
     vectors = None
     cfg_model = art.model.config
-    if cfg_model.event_vectors and cfg_model.sem_dim and lake.exists(TEMPLATES):
+    if cfg_model.event_vectors and cfg_model.sem_dim and templates:
         # each event reads its own template's vector, those unseen in training included
         stats = load_stats(lake, source, art.stats_night)
         if stats is not None:
-            templates = lake.read(TEMPLATES, night, source).collect()
             vectors = TemplateVectors.of(vectors_by_id(templates, stats))
     scorer = Scorer(
         model_blob=art.model.to_bytes(),

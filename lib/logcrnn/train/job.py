@@ -12,9 +12,9 @@ nights A..B:
    chosen features of that night (:func:`selection.chosen_features`; all features when none
    were scored), the template table (:func:`data.template_table` over silver.templates'
    texts).  The validation windows carry each event's own template vector, as scoring gives
-   them (the templates of night B); training reads them from the table.  The validation
-   slice is the labelled windows whose id hashes (CRC-32) below a
-   cut (``train.valid_share``, at most ``train.valid_max`` windows): deterministic, the same
+   them (the templates of the last night mined up to B); training reads them from the table.
+   The validation slice is the labelled windows whose id hashes (CRC-32) below a cut
+   (``train.valid_share``, at most ``train.valid_max`` windows): deterministic, the same
    on every rank and on every re-run.  The driver reads it once (it is small) and ships it to
    the workers; the training windows are read by the workers themselves (Petastorm over the
    table's Parquet files at its current Delta version).
@@ -292,8 +292,13 @@ def prepare(cfg: Config, lake: Lake, source: str, first: date, last: date) -> Tr
     cut = _valid_cut(settings, counts.labelled)
     by_id = None
     if settings.crnn.event_vectors and lake.exists(TEMPLATES):
-        # the validation windows' events read their own template vectors, as scoring does
-        by_id = vectors_by_id(lake.read(TEMPLATES, last, source).collect(), stats)
+        # the validation windows' events read their own template vectors, as scoring does,
+        # from the templates of the period's last mined night (each night's rows hold every
+        # template known by then); with none, the table by index, as in training
+        mined = lake.read(TEMPLATES, source=source).where(F.col("night") <= F.lit(last))
+        newest = mined.agg(F.max("night").alias("n")).first()
+        if newest is not None and newest.n is not None:
+            by_id = vectors_by_id(lake.read(TEMPLATES, newest.n, source).collect(), stats)
     valid = _validation(period, cut, index, stats.counts_size, seq_len, by_id)
     valid.check("the validation windows")
     v_anom = int((valid.label == 1).sum())
