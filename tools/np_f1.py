@@ -22,12 +22,15 @@ import yaml
 
 from logcrnn import ingest, mining, selection, windows
 from logcrnn.config import load_config
+from logcrnn.features import vectors_by_id
 from logcrnn.lake import Lake
 from logcrnn.model import artifact, metrics
+from logcrnn.model.crnn import crnn_score
 from logcrnn.model.data import from_records
 from logcrnn.model.fitting import predict_torch
 from logcrnn.spark import spark_session
 from logcrnn.train import job
+from logcrnn.windows import load_stats
 
 NIGHTS = {"2005-06-03": (0, 1, 2), "2005-06-04": (3,), "2005-06-05": (4,)}
 SOURCE = "bglnp"
@@ -57,16 +60,20 @@ def main(log: Path, work: Path) -> None:
         for night in NIGHTS:
             windows.build_windows(spark, cfg, lake, SOURCE, night)
         rows = [r.asDict() for r in lake.read("gold.windows", n3, SOURCE).collect()]
+        templates = lake.read("silver.templates", n3, SOURCE).collect()
         for n in (1, 2):
             report = job.train(spark, cfg, lake, SOURCE, n1, n2, np=n, engine="horovod",
                                out=work / f"models-np{n}")  # fmt: skip
             art = artifact.load_artifact(report.path)
             c = art.meta.config
-            test = from_records(rows, art.feature_index, c.vocab_size, c.seq_len)
+            # each event's own template vector, as nightly scoring reads it
+            stats = load_stats(lake, SOURCE, art.stats_night)
+            assert stats is not None
+            vectors = vectors_by_id(templates, stats) if c.event_vectors else None
+            test = from_records(rows, art.feature_index, c.vocab_size, c.seq_len, vectors)
             known = test.label >= 0
-            m = metrics.evaluate_scores(
-                test.label[known], predict_torch(art.model, test)[known], art.threshold
-            )
+            scores = predict_torch(art.model, test, score_fn=crnn_score)
+            m = metrics.evaluate_scores(test.label[known], scores[known], art.threshold)
             results[f"np{n}"] = {
                 "train_windows": report.train_windows,
                 "valid_f1": round(report.valid_f1, 4),
