@@ -330,6 +330,9 @@ def test_each_event_reads_its_own_template_vector() -> None:
     # turned off, the table is read whatever the batch carries
     off = CRNN(CRNNConfig.from_dict({**cfg.to_dict(), "event_vectors": False}), table).eval()
     torch.testing.assert_close(off(*args).logit, off(*args, moved).logit)
+    # training takes the events' vectors from the table only when the model reads them
+    np.testing.assert_array_equal(model.training_table(), table)
+    assert off.training_table() is None
     # a model saved before the setting existed loads without it
     saved = off.config.to_dict()
     del saved["event_vectors"]

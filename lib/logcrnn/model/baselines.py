@@ -54,7 +54,14 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
 from logcrnn.errors import DataError, UsageError
-from logcrnn.model.crnn import CRNN, CRNNConfig, class_weights, crnn_loss, crnn_score
+from logcrnn.model.crnn import (
+    CRNN,
+    CRNNConfig,
+    class_weights,
+    crnn_loss,
+    crnn_output,
+    crnn_score,
+)
 from logcrnn.model.data import PAD, WindowArrays, iterate_batches
 from logcrnn.model.fitting import (
     Collective,
@@ -661,15 +668,18 @@ class CRNNDetector(_TorchDetector):
         model = CRNN(self.config_, self.template_vectors)
 
         def loss_fn(m: Any, batch: dict[str, Tensor]) -> Tensor:
-            out = m(batch["sequence"], batch["length"], batch["features"], batch["semantic"],
-                    batch.get("event_vectors"))  # fmt: skip
+            out = crnn_output(m, batch)
             return crnn_loss(m, out, batch["label"], weights, length=batch["length"])
 
         valid_l = _labelled(_checked(valid, "crnn: valid"), "crnn", both=False)
-        # an event whose id training replaces by the unknown id keeps its template's vector
-        table = self.template_vectors if self.config_.event_vectors and sem_dim else None
         self._fit_model(
-            model, loss_fn, data, valid_l, crnn_score, self.settings.balanced, table=table
+            model,
+            loss_fn,
+            data,
+            valid_l,
+            crnn_score,
+            self.settings.balanced,
+            table=model.training_table(),
         )
         return self
 

@@ -380,6 +380,14 @@ class CRNN(nn.Module):
         logit = self.head_out(hidden).squeeze(-1)
         return CRNNOutput(logit=logit, attention=attention, top_states=top)
 
+    def training_table(self) -> np.ndarray | None:
+        """The template table training batches take their event vectors from before ids are
+        replaced by UNKNOWN (:func:`logcrnn.model.data.with_table_vectors`), so a replaced
+        event keeps its vector; None when the model does not read each event's own vector."""
+        if not (self.config.event_vectors and self.config.sem_dim):
+            return None
+        return self.template_vectors.detach().cpu().numpy()
+
     def regularised_parameters(self) -> list[Tensor]:
         """Weight matrices and convolution kernels penalised by ``L_SR`` (Eq. 12): every
         ``weight`` of 2 or more dimensions but the embedding's (not the drift ``D``)."""
@@ -410,12 +418,16 @@ class CRNN(nn.Module):
         return model.to(device) if device is not None else model
 
 
+def crnn_output(model: CRNN, batch: Mapping[str, Tensor]) -> CRNNOutput:
+    """The CRNN on a batch dict of tensors (its ``semantic`` and ``event_vectors`` when
+    present), as training, validation and scoring all call it."""
+    return model(batch["sequence"], batch["length"], batch["features"], batch.get("semantic"),
+                 batch.get("event_vectors"))  # fmt: skip
+
+
 def crnn_score(model: CRNN, batch: Mapping[str, Tensor]) -> Tensor:
-    """``sigmoid`` of the CRNN's logit for a batch dict (its ``semantic`` and
-    ``event_vectors`` when present)."""
-    out = model(batch["sequence"], batch["length"], batch["features"], batch.get("semantic"),
-                batch.get("event_vectors"))  # fmt: skip
-    return torch.sigmoid(out.logit)
+    """``sigmoid`` of the CRNN's logit for a batch dict (:func:`crnn_output`)."""
+    return torch.sigmoid(crnn_output(model, batch).logit)
 
 
 def temporal_consistency(top_states: Tensor, mask: Tensor) -> Tensor:

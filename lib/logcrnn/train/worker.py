@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from logcrnn.errors import DataError
-from logcrnn.model.crnn import CRNN, CRNNConfig, crnn_loss, crnn_score
+from logcrnn.model.crnn import CRNN, CRNNConfig, crnn_loss, crnn_output, crnn_score
 from logcrnn.model.data import WindowArrays, with_table_vectors
 from logcrnn.model.fitting import Collective, FitSettings, device_for, fit_torch
 
@@ -240,15 +240,12 @@ def train_worker(
         raise RuntimeError(f"injected failure on rank {rank} ({FAIL_RANK_ENV})")
     settings = FitSettings(**spec["fit"])
     torch.manual_seed(settings.seed)
-    config = CRNNConfig.from_dict(spec["crnn"])
-    model = CRNN(config, spec["template_vectors"])
+    model = CRNN(CRNNConfig.from_dict(spec["crnn"]), spec["template_vectors"])
     weights = (float(spec["class_weights"][0]), float(spec["class_weights"][1]))
-    # an event whose id training replaces by the unknown id keeps its template's vector
-    table = np.asarray(spec["template_vectors"]) if config.event_vectors else None
+    table = model.training_table()
 
     def loss_fn(m: Any, batch: dict[str, Tensor]) -> Tensor:
-        out = m(batch["sequence"], batch["length"], batch["features"], batch["semantic"],
-                batch.get("event_vectors"))  # fmt: skip
+        out = crnn_output(m, batch)
         return crnn_loss(m, out, batch["label"], weights, length=batch["length"])
 
     steps = int(spec["steps_per_epoch"])
