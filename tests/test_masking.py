@@ -12,7 +12,15 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from logcrnn.config import Config, available_sources, load_source
-from logcrnn.masking import JVM_MASK_VALUES, MARK, Masker, first_chars, look_ahead, masks_for
+from logcrnn.masking import (
+    JVM_MASK,
+    JVM_MASK_VALUES,
+    MARK,
+    Masker,
+    first_chars,
+    look_ahead,
+    masks_for,
+)
 from logcrnn.spark import jvm_function
 from logcrnn.templates import DEFAULT_MASKS, MaskRule
 
@@ -136,8 +144,9 @@ def _loghub_lines(cfg: Config) -> list[tuple[str, str]]:
 
 
 def test_the_java_function_gives_the_built_ins_output(spark: SparkSession, cfg: Config) -> None:
-    """lib/logcrnn/jvm/MaskValues.java against the built-ins, on every Loghub sample and on
-    the texts the built-ins' one scan treats apart (control characters, null, empty, huge)."""
+    """lib/logcrnn/jvm/MaskValues.java and Mask.java against the built-ins, on every Loghub
+    sample and on the texts the built-ins' one scan treats apart (control characters, null,
+    empty, huge), and on texts where a start character does not start a match."""
     if shutil.which("javac") is None and not jvm_function(spark, JVM_MASK_VALUES):
         pytest.skip("no JDK here: make setup could not build the Java functions")
     # with a JDK, make setup builds the jar and the session factory registers it
@@ -151,9 +160,12 @@ def test_the_java_function_gives_the_built_ins_output(spark: SparkSession, cfg: 
         None,
         "1 " * 5000,
         "x" * 1_000_000 + " 42",
+        "job_200811092030_0001 a1b2c3d4-0000-0000-0000-000000000000 deadbeef 0xff x0x1 é7 _12",
+        "12abc 1.2.3.4.5 /1.2.3.4:80 b7 blk_-1 ab12cd34-ab12-cd34-ef56-ab12cd34ef56x",
     ]
     rows = _loghub_lines(cfg) + [("hdfs", t) for t in odd]
     df = spark.createDataFrame(rows, "source string, t string").cache()
+    skipping = 0  # sources whose scans test start characters (linux's rules start unknown)
     for source in available_sources(cfg):
         masker = Masker(masks_for(load_source(cfg, source)))
         one = df.where(F.col("source") == source)
@@ -167,6 +179,14 @@ def test_the_java_function_gives_the_built_ins_output(spark: SparkSession, cfg: 
         want = built_in.select(F.to_json(F.struct("t", "m", "v")).alias("j"))
         assert got.exceptAll(want).count() == 0 and want.exceptAll(got).count() == 0, source
         assert got.count() == one.count()
+        # the mask alone (the distinct-messages pass), every scan of the source
+        masked = one.select(masker.masked(F.col("t"), jvm=True).alias("m"), "t")
+        assert JVM_MASK in masked._jdf.queryExecution().optimizedPlan().toString()
+        plain = one.select(masker.masked(F.col("t"), jvm=False).alias("m"), "t")
+        assert JVM_MASK not in plain._jdf.queryExecution().optimizedPlan().toString()
+        assert masked.exceptAll(plain).count() == 0 and plain.exceptAll(masked).count() == 0
+        skipping += any(starts for _, _, starts in masker.jvm_scans)
+    assert skipping == 15
     hdfs = Masker(masks_for(load_source(cfg, "hdfs")))
     edge = df.where(F.col("t").isNull() | (F.length("t") > 9000))
     got = hdfs.with_masked_values(edge, F.col("t"), "m", "v", jvm=True).orderBy(F.length("t"))

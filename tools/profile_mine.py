@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from logcrnn import ingest, mining
 from logcrnn.config import load_config, load_source
 from logcrnn.lake import Lake
-from logcrnn.masking import JVM_MASK_VALUES, Masker, first_chars, masks_for
+from logcrnn.masking import JVM_MASK, JVM_MASK_VALUES, Masker, first_chars, masks_for
 from logcrnn.spark import build_session, jvm_function
 from logcrnn.windows import event_count_columns
 
@@ -66,14 +66,16 @@ def main() -> None:
             sequential = F.regexp_replace(sequential, rule.regex, rule.token)
         best(f"{len(rules)} mask rules, one regexp_replace each", sequential)
         plain = Masker(rules, guard=False)
-        best("one alternation, one scan", plain.masked(text))
+        best("one alternation, one scan", plain.masked(text, jvm=False))
         ((alternation, token),) = plain.scans
         one_class = f"(?=[{first_chars(alternation)}])(?:{alternation})"
         single = F.regexp_replace(text, one_class, token)
         best("behind a look-ahead of one class for every rule", single)
         fast = Masker(rules)
-        best("behind the look-ahead with a \\b branch, kept", fast.masked(text))
-        both = F.struct(fast.masked(text), fast.values(text))
+        best("behind the look-ahead with a \\b branch", fast.masked(text, jvm=False))
+        if jvm_function(spark, JVM_MASK):
+            best("the same scan, the Java function logcrnn_mask, kept", fast.masked(text, jvm=True))
+        both = F.struct(fast.masked(text, jvm=False), fast.values(text))
         best("  masked text and values, two scans", both)
         texts = bronze.select(text.alias("t"))
         one_scan = fast.with_masked_values(texts, F.col("t"), jvm=False)

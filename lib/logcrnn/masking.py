@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from logcrnn.config import SourceSpec
@@ -26,7 +26,9 @@ def masks_for(spec: SourceSpec) -> tuple[MaskRule, ...]:
 
 @dataclass(frozen=True)
 class Masker:
-    """A source's mask rules, applied with Spark's built-in regex functions.
+    """A source's mask rules, applied with Spark's built-in regex functions or, when the
+    session has them, the project's Java functions (``lib/logcrnn/jvm``), which give the
+    same output.
 
     Consecutive rules with the same token are tried as one alternation, in one scan of the
     text: at each position the first listed rule that matches wins.  A rule that refers to an
@@ -36,7 +38,9 @@ class Masker:
     with ``\\b`` (UUIDs, hex) get a branch of their own, ``\\b`` and their first two
     characters, so a letter inside a word is not a candidate just because a UUID may start
     with it.  On HDFS lines this makes masking about 1.5x cheaper, with identical output
-    (docs/BENCHMARKS.md).
+    (docs/BENCHMARKS.md).  The Java functions go further: they test the same start
+    characters (:attr:`jvm_scans`) in a plain loop and ask the regex only where one of them
+    stands, instead of starting a match attempt at every position.
     """
 
     rules: tuple[MaskRule, ...]
@@ -46,21 +50,56 @@ class Masker:
     @property
     def scans(self) -> list[tuple[str, str]]:
         """``(regex, token)`` per scan."""
+        scans = []
+        for alternation, token in self._groups():
+            ahead = look_ahead(alternation) if self.guard else None
+            scans.append((f"{ahead}(?:{alternation})" if ahead else alternation, token))
+        return scans
+
+    @property
+    def jvm_scans(self) -> list[tuple[str, str, str]]:
+        """``(regex, token, starts)`` per scan, for the Java functions
+        (``lib/logcrnn/jvm/Scan.java``).  ``starts``: the characters a match can start with,
+        two class bodies joined by U+0001, those any match may start with and those a match
+        may start with only at a word start (behind a leading ``\\b``).  The Java scan tests
+        them itself before it asks the regex, so the regex goes without the look-ahead of
+        :attr:`scans`, which only restates them.  Where :func:`look_ahead` cannot tell, or
+        the look-ahead is off, ``starts`` is ``""`` (every position is tried) and the regex
+        is the scan's own."""
+        out = []
+        for (alternation, token), (regex, _) in zip(self._groups(), self.scans, strict=True):
+            parts = _look_ahead_parts(alternation) if self.guard else None
+            if parts is None:
+                out.append((regex, token, ""))
+                continue
+            plain, bounded = parts
+            starts = f"{plain}{_JVM_SEP}{''.join(first for first, _ in bounded)}"
+            out.append((alternation, token, starts))
+        return out
+
+    def _groups(self) -> list[tuple[str, str]]:
+        """``(alternation, token)`` per scan, without the look-ahead."""
         groups: list[tuple[list[str], str]] = []
         for rule in self.rules:
             if groups and groups[-1][1] == rule.token and not _refers_to_tokens(rule.regex):
                 groups[-1][0].append(rule.regex)
             else:
                 groups.append(([rule.regex], rule.token))
-        scans = []
-        for regexes, token in groups:
-            alternation = "|".join(f"(?:{r})" for r in regexes)
-            ahead = look_ahead(alternation) if self.guard else None
-            scans.append((f"{ahead}(?:{alternation})" if ahead else alternation, token))
-        return scans
+        return [("|".join(f"(?:{r})" for r in regexes), token) for regexes, token in groups]
 
-    def masked(self, text: Column) -> Column:
+    def masked(self, text: Column, jvm: bool | None = None) -> Column:
+        """``text`` with every rule applied: one ``regexp_replace`` per scan, or one call per
+        scan of the project's Java function ``logcrnn_mask`` (the same output; it asks the
+        regex only where a match can start).  ``jvm``: None uses the Java function when the
+        active session has it registered, False never."""
+        if jvm is None:
+            spark = SparkSession.getActiveSession()
+            jvm = spark is not None and jvm_function(spark, JVM_MASK)
         out = text
+        if jvm:
+            for regex, token, starts in self.jvm_scans:
+                out = F.call_function(JVM_MASK, out, F.lit(regex), F.lit(token), F.lit(starts))
+            return out
         for regex, token in self.scans:
             out = F.regexp_replace(out, regex, _replacement(token))
         return out
@@ -83,8 +122,9 @@ class Masker:
         :meth:`values`) added, in one scan of the rules instead of two.
 
         When the session has the project's Java function ``logcrnn_mask_values``
-        (``lib/logcrnn/jvm/MaskValues.java``), one pass of one matcher gives both (``jvm``:
-        None uses it when registered, False never).  Otherwise, with Spark's built-ins, the
+        (``lib/logcrnn/jvm/MaskValues.java``), one pass of one matcher gives both, asking the
+        regex only where a match can start (``jvm``: None uses it when registered, False
+        never).  Otherwise, with Spark's built-ins, the
         one scan wraps every match in the control characters ``MARK`` and the masked text
         and the values are then cut from that marked text with a trivial regex each; texts
         that contain those characters themselves take the two-scan path.  Maskers of more
@@ -94,13 +134,14 @@ class Masker:
         """
         scans = self.scans
         if len(scans) != 1:
-            return df.withColumns({masked: self.masked(text), values: self.values(text)})
+            return df.withColumns({masked: self.masked(text, jvm), values: self.values(text)})
         regex, token = scans[0]
         if jvm is None:
             jvm = jvm_function(df.sparkSession, JVM_MASK_VALUES)
         if jvm:
             tmp = "__mask_values"
-            both = F.call_function(JVM_MASK_VALUES, text, F.lit(regex), F.lit(token))
+            args = [F.lit(arg) for arg in self.jvm_scans[0]]
+            both = F.call_function(JVM_MASK_VALUES, text, *args)
             return (
                 df.withColumn(tmp, both)
                 .withColumns({masked: F.col(tmp)["masked"], values: F.col(tmp)["values"]})
@@ -116,14 +157,18 @@ class Masker:
         cut = f"{start}([^{end}]*){end}"
         return staged.withColumns({
             masked: F.when(clean, F.regexp_replace(marked, cut, _replacement(token)))
-            .otherwise(self.masked(t)),
+            .otherwise(self.masked(t, jvm=False)),
             values: F.when(clean, F.regexp_extract_all(marked, F.lit(cut), 1))
             .otherwise(self.values(t)),
         }).drop(tmp_text, tmp_marked)  # fmt: skip
 
 
-#: The Java function of :meth:`Masker.with_masked_values` (``logcrnn.spark.JVM_FUNCTIONS``).
+#: The Java functions of :meth:`Masker.with_masked_values` and :meth:`Masker.masked`
+#: (``logcrnn.spark.JVM_FUNCTIONS``).
 JVM_MASK_VALUES = "logcrnn_mask_values"
+JVM_MASK = "logcrnn_mask"
+#: Joins the two class bodies of a start set (:attr:`Masker.jvm_scans`).
+_JVM_SEP = "\u0001"
 
 #: Characters that bracket each match in :meth:`Masker.with_masked_values`'s one scan.
 MARK = ("\x01", "\x02")

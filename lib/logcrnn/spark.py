@@ -76,6 +76,7 @@ JVM_FUNCTIONS: dict[str, tuple[str, DataType]] = {
             StructField("values", ArrayType(StringType())),
         ]),
     ),
+    "logcrnn_mask": ("logcrnn.jvm.Mask", StringType()),
     "logcrnn_cut_fields": ("logcrnn.jvm.CutFields", ArrayType(StringType())),
 }  # fmt: skip
 
