@@ -187,6 +187,17 @@ def test_the_java_function_gives_the_built_ins_output(spark: SparkSession, cfg: 
         assert masked.exceptAll(plain).count() == 0 and plain.exceptAll(masked).count() == 0
         skipping += any(starts for _, _, starts in masker.jvm_scans)
     assert skipping == 15
+    # rules whose \b stands before a non-word character, and a non-ASCII letter before a
+    # word start
+    odd_rules = Masker((MaskRule("neg", r"\b-\d+"), MaskRule("hex", r"\b[0-9a-f]{4}\b")))
+    assert all(starts for _, _, starts in odd_rules.jvm_scans)
+    texts = spark.createDataFrame(
+        [(0, "a-12 -3 x-4 _-5 é-6 beef xbeef 9-9"), (1, "ébeef ébeefé ∆beef")], "i int, t string"
+    )
+    java_m = texts.select(odd_rules.masked(F.col("t"), jvm=True)).orderBy("i").collect()
+    plain_m = texts.select(odd_rules.masked(F.col("t"), jvm=False)).orderBy("i").collect()
+    assert java_m == plain_m  # where \b falls after a non-ASCII letter is the JDK's call
+    assert java_m[0][0] == "a<*> -3 x<*> _<*> é<*> <*> xbeef 9<*>"
     hdfs = Masker(masks_for(load_source(cfg, "hdfs")))
     edge = df.where(F.col("t").isNull() | (F.length("t") > 9000))
     got = hdfs.with_masked_values(edge, F.col("t"), "m", "v", jvm=True).orderBy(F.length("t"))

@@ -16,8 +16,9 @@ import java.util.regex.Pattern;
  * {@code logcrnn.masking.Masker.jvm_scans}: two Java character-class bodies joined by U+0001,
  * the characters any match may start with, and those a match may start with only at a word
  * start (the alternatives behind a leading {@code \b}). Both are conservative: characters
- * outside ASCII are always tried, a word start is only ruled out after a letter, a digit or
- * {@code _} (a word character of every {@code \b}), and at a tried position the regex
+ * outside ASCII are always tried, a word start is only ruled out after an ASCII letter, digit
+ * or {@code _} (a word character of every JDK's {@code \b}), a character of the second set
+ * that is not a word character is tried everywhere, and at a tried position the regex
  * decides, with transparent and non-anchoring bounds, so its look-behinds, {@code \b} and
  * anchors see the whole text exactly as {@code find()} does. An empty start set tries every
  * position (plain {@code find()}).
@@ -47,6 +48,11 @@ final class Scan {
       }
       plain = table(parts[0]);
       bounded = table(parts[1]);
+      for (char c = 0; c < 128; c++) {
+        if (bounded[c] && !word(c)) {
+          plain[c] = true; // a \b before a non-word character needs a word before it
+        }
+      }
     }
   }
 
@@ -70,8 +76,9 @@ final class Scan {
     return out;
   }
 
+  /** An ASCII letter, digit or {@code _}: a word character of every JDK's {@code \b}. */
   private static boolean word(char c) {
-    return c == '_' || Character.isLetterOrDigit(c);
+    return c < 128 && (c == '_' || Character.isLetterOrDigit(c));
   }
 
   private boolean candidate(String text, int i) {
