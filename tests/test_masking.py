@@ -16,8 +16,10 @@ from logcrnn.masking import (
     JVM_MASK,
     JVM_MASK_VALUES,
     MARK,
+    Branch,
     Masker,
     first_chars,
+    jvm_branches,
     look_ahead,
     masks_for,
 )
@@ -74,6 +76,29 @@ def test_first_chars(regex: str, first: str | None) -> None:
 )
 def test_look_ahead(regex: str, ahead: str | None) -> None:
     assert look_ahead(regex) == ahead
+
+
+def test_jvm_branches_say_what_rules_each_branch_out() -> None:
+    hdfs = "|".join(f"(?:{r.regex})" for r in (MaskRule("block", r"blk_-?\d+"), *DEFAULT_MASKS))
+    got = jvm_branches(hdfs)
+    assert got is not None
+    assert [(b.firsts, b.word_start, b.seconds, b.not_after) for b in got] == [
+        ("b", False, "l", None),  # blk_
+        ("0-9a-fA-F", True, "0-9a-fA-F", None),  # uuid
+        (r"\/\d", False, None, r"\w."),  # ip:port, behind (?<![\w.])
+        ("0", True, "xX", None),  # 0x hex
+        (r"\-+\d", False, None, r"\w."),  # number
+    ]
+    assert [b.regex for b in got] == [r"blk_-?\d+", *(r.regex for r in DEFAULT_MASKS)]
+    # a whole group opens up into its alternatives; what cannot be analysed is tried anywhere
+    assert jvm_branches(r"(?:ab|(?<=x)c*)|d") == [
+        Branch("ab", "a", seconds="b"), Branch("(?<=x)c*", None), Branch("d", "d")
+    ]  # fmt: skip
+    # back-references would be renumbered in a subset of the branches
+    assert jvm_branches(r"(a)\1|b") is None
+    assert jvm_branches("(?:" * 2 + "a") is None  # unbalanced
+    assert jvm_branches("|".join("x" * 64)) is None  # more than 63 branches
+    assert Masker((MaskRule("any", r"a?"),)).jvm_scans[0][2] == ""  # nothing to test
 
 
 def test_rules_with_one_token_share_a_scan_unless_they_read_masked_text() -> None:
@@ -162,10 +187,21 @@ def test_the_java_function_gives_the_built_ins_output(spark: SparkSession, cfg: 
         "x" * 1_000_000 + " 42",
         "job_200811092030_0001 a1b2c3d4-0000-0000-0000-000000000000 deadbeef 0xff x0x1 é7 _12",
         "12abc 1.2.3.4.5 /1.2.3.4:80 b7 blk_-1 ab12cd34-ab12-cd34-ef56-ab12cd34ef56x",
+        # the branch tests: a second character at the end, after a non-ASCII or a rejected
+        # character, a first character alone
+        "0",
+        "0x",
+        "a 0x",
+        "b",
+        "bl",
+        "blk_1",
+        "é12 ü0x1f .5 a.5 _5 x-5 -5 +5 é/1.2.3.4",
+        "ab12cd34-ab12-cd34-ef56-ab12cd34ef5",
+        "0xg 0X1 x0x1 a0x1 ∆0x1",
     ]
     rows = _loghub_lines(cfg) + [("hdfs", t) for t in odd]
     df = spark.createDataFrame(rows, "source string, t string").cache()
-    skipping = 0  # sources whose scans test start characters (linux's rules start unknown)
+    skipping = 0  # sources whose scans test the branches' start characters
     for source in available_sources(cfg):
         masker = Masker(masks_for(load_source(cfg, source)))
         one = df.where(F.col("source") == source)
@@ -186,7 +222,7 @@ def test_the_java_function_gives_the_built_ins_output(spark: SparkSession, cfg: 
         assert JVM_MASK not in plain._jdf.queryExecution().optimizedPlan().toString()
         assert masked.exceptAll(plain).count() == 0 and plain.exceptAll(masked).count() == 0
         skipping += any(starts for _, _, starts in masker.jvm_scans)
-    assert skipping == 15
+    assert skipping == 16
     # rules whose \b stands before a non-word character, and a non-ASCII letter before a
     # word start
     odd_rules = Masker((MaskRule("neg", r"\b-\d+"), MaskRule("hex", r"\b[0-9a-f]{4}\b")))

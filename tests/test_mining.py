@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -80,6 +81,16 @@ def test_real_sample_events_and_templates(
     assert first.session_keys == ["blk_38865049064139660"]
     assert first.level == "INFO" and first.parse_ok
     assert "1" in first.parameters  # PacketResponder 1 for block ...
+    # the parameters are written without a Parquet dictionary, the template ids with one
+    encodings: dict[str, set[str]] = {}
+    for part in Path(lake.path("silver.events")).rglob("*.parquet"):
+        meta = pq.ParquetFile(part).metadata
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                column = meta.row_group(g).column(c)
+                encodings.setdefault(column.path_in_schema, set()).update(column.encodings)
+    assert "PLAIN_DICTIONARY" in encodings["template_id"]
+    assert not {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & encodings["parameters.list.element"]
 
 
 @pytest.mark.parametrize("observed", [True, False])

@@ -68,7 +68,8 @@ def test_spark_submit_master_wins_over_the_config(tmp_path: Path) -> None:
         "print('JAVA=' + str(jvm_function(spark, 'logcrnn_mask_values')))\n"
         "if jvm_function(spark, 'logcrnn_mask_values'):\n"
         "    df = spark.createDataFrame([('a 12 b 3',)], 't string').repartition(2)\n"
-        "    expr = \"logcrnn_mask_values(t, '[0-9]+', '<*>', concat('0-9', chr(1)))\"\n"
+        "    starts = \"concat('[0-9]+', chr(2), '0-9', chr(2), chr(2), chr(2))\"\n"
+        "    expr = \"logcrnn_mask_values(t, '[0-9]+', '<*>', \" + starts + ')'\n"
         "    row = df.selectExpr(expr + ' AS r').first()\n"
         "    print('MASKED=' + row.r.masked + '|' + ','.join(row.r['values']))\n"
     )

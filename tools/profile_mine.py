@@ -26,6 +26,7 @@ from logcrnn import ingest, mining
 from logcrnn.config import load_config, load_source
 from logcrnn.lake import Lake
 from logcrnn.masking import JVM_MASK, JVM_MASK_VALUES, Masker, first_chars, masks_for
+from logcrnn.schemas import table_spec
 from logcrnn.spark import build_session, jvm_function
 from logcrnn.windows import event_count_columns
 
@@ -103,8 +104,13 @@ def main() -> None:
         observed = events.observe(Observation(), *event_count_columns())
         best("events: + the event-count observation", F.struct(*events.columns), observed)
         timed(
-            "events: + the Parquet write",
+            "events: + the Parquet write, a dictionary for every column",
             lambda run: events.write.parquet(str(scratch / f"events{run}")),
+        )
+        options = table_spec(mining.EVENTS).parquet_options
+        timed(
+            "events: + the Parquet write, the parameters without one, kept",
+            lambda run: events.write.options(**options).parquet(str(scratch / f"plain{run}")),
         )
         started = time.perf_counter()
         cached = bronze.select(fast.masked(text).alias("masked"), "line_no").persist(

@@ -148,6 +148,7 @@ class Lake:
         try:
             (
                 df.write.format("delta")
+                .options(**spec.parquet_options)
                 .mode("overwrite")
                 .option("replaceWhere", where)
                 .partitionBy(*spec.partition_by)
@@ -177,7 +178,7 @@ class Lake:
             current = self.schema(spec.name)
             check_schema(df.schema, current, spec.name)
         try:
-            df.write.mode("errorifexists").parquet(out_dir)
+            df.write.options(**spec.parquet_options).mode("errorifexists").parquet(out_dir)
             files = fs.list_parquet(out_dir)
             counts = [fs.parquet_rows(f"{out_dir}/{name}") for name, _, _ in files]
             adds = [

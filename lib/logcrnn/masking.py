@@ -59,22 +59,22 @@ class Masker:
     @property
     def jvm_scans(self) -> list[tuple[str, str, str]]:
         """``(regex, token, starts)`` per scan, for the Java functions
-        (``lib/logcrnn/jvm/Scan.java``).  ``starts``: the characters a match can start with,
-        two class bodies joined by U+0001, those any match may start with and those a match
-        may start with only at a word start (behind a leading ``\\b``).  The Java scan tests
-        them itself before it asks the regex, so the regex goes without the look-ahead of
-        :attr:`scans`, which only restates them.  Where :func:`look_ahead` cannot tell, or
-        the look-ahead is off, ``starts`` is ``""`` (every position is tried) and the regex
-        is the scan's own."""
+        (``lib/logcrnn/jvm/Scan.java``).  ``starts`` lists the scan's branches
+        (:func:`jvm_branches`), each with the tests that rule it out at a position: its
+        first characters, a leading ``\\b``, its second characters, the characters its
+        leading negative look-behind rejects.  The Java scan runs those tests itself and asks
+        the regex only where a branch is left, with only the branches left, so the regex goes
+        without the look-ahead of :attr:`scans`, which only restates them.  Where
+        :func:`jvm_branches` cannot split the scan, or the look-ahead is off, ``starts`` is
+        ``""`` (every position is tried with the whole regex) and the regex is the scan's
+        own."""
         out = []
         for (alternation, token), (regex, _) in zip(self._groups(), self.scans, strict=True):
-            parts = _look_ahead_parts(alternation) if self.guard else None
-            if parts is None:
+            branches = jvm_branches(alternation) if self.guard else None
+            if branches is None or all(b.firsts is None for b in branches):
                 out.append((regex, token, ""))
                 continue
-            plain, bounded = parts
-            starts = f"{plain}{_JVM_SEP}{''.join(first for first, _ in bounded)}"
-            out.append((alternation, token, starts))
+            out.append((alternation, token, _JVM_BRANCH.join(b.encoded() for b in branches)))
         return out
 
     def _groups(self) -> list[tuple[str, str]]:
@@ -167,8 +167,10 @@ class Masker:
 #: (``logcrnn.spark.JVM_FUNCTIONS``).
 JVM_MASK_VALUES = "logcrnn_mask_values"
 JVM_MASK = "logcrnn_mask"
-#: Joins the two class bodies of a start set (:attr:`Masker.jvm_scans`).
-_JVM_SEP = "\u0001"
+#: Join the branches of a start set, and the fields of a branch (:attr:`Masker.jvm_scans`).
+_JVM_BRANCH, _JVM_FIELD = "\u0001", "\u0002"
+#: Most branches a start set holds (the Java scan keeps a set of branches in a long).
+_JVM_MAX_BRANCHES = 63
 
 #: Characters that bracket each match in :meth:`Masker.with_masked_values`'s one scan.
 MARK = ("\x01", "\x02")
@@ -324,6 +326,72 @@ def _look_ahead_parts(regex: str) -> tuple[str, list[tuple[str, str | None]]] | 
         else:
             plain += first
     return plain, bounded
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One alternative of a masking scan, with what rules it out at a position before the
+    regex is asked (:func:`jvm_branches`).  Each class body covers every match's character
+    there (``None``: no test)."""
+
+    regex: str
+    #: the first characters (``None``: not known, the branch is tried everywhere)
+    firsts: str | None
+    #: behind a leading ``\\b``: ruled out between two word characters
+    word_start: bool = False
+    #: the second characters
+    seconds: str | None = None
+    #: the characters its leading ``(?<![...])`` rejects before it
+    not_after: str | None = None
+
+    def encoded(self) -> str:
+        """The branch as ``Scan.java`` reads it: five fields joined by U+0002 (the regex;
+        the first characters; ``a`` when they are not known, ``w`` behind a leading
+        ``\\b``, else empty; the second characters; the rejected characters before it)."""
+        flag = "a" if self.firsts is None else ("w" if self.word_start else "")
+        fields = (self.regex, self.firsts or "", flag, self.seconds or "", self.not_after or "")
+        return _JVM_FIELD.join(fields)
+
+
+def jvm_branches(regex: str) -> list[Branch] | None:
+    r"""The alternatives of ``regex``, an alternative that is one whole non-capturing group
+    opened up into its own, in order.  At any position the first of them that matches is the
+    regex's match there, so the Java scan may leave out those a test rules out.  ``None``
+    when the regex cannot be split (unbalanced or unsupported syntax), refers back to a group
+    (a subset of the branches renumbers the groups), has more than 63 branches, or uses the
+    separators of :attr:`Masker.jvm_scans`."""
+    if re.search(r"\\(?:[1-9]|k<)", regex) or _JVM_BRANCH in regex or _JVM_FIELD in regex:
+        return None
+    alternatives = _split_alternatives(regex)
+    if alternatives is None:
+        return None
+    out: list[Branch] = []
+    for alt in alternatives:
+        if alt.startswith("(?:") and _close_paren(alt, 0) == len(alt) - 1:
+            inner = jvm_branches(alt[3:-1])
+            if inner is None:
+                return None
+            out += inner
+            continue
+        firsts = first_chars(alt)
+        if firsts is None:
+            out.append(Branch(alt, None))
+        elif alt.startswith("\\b"):
+            out.append(Branch(alt, firsts, word_start=True, seconds=_second_chars(alt[2:])))
+        else:
+            out.append(Branch(alt, firsts, seconds=_second_chars(alt), not_after=_not_after(alt)))
+    return out if len(out) <= _JVM_MAX_BRANCHES else None
+
+
+def _not_after(alt: str) -> str | None:
+    """The class body of a leading negative look-behind of one character class,
+    ``(?<![...])``; ``None`` for anything else."""
+    if not alt.startswith("(?<!["):
+        return None
+    end = _close_bracket(alt, 4)
+    if end < 0 or alt[5:6] == "^" or alt[end + 1 : end + 2] != ")":
+        return None
+    return _class_body(alt[5:end])
 
 
 def _second_chars(seq: str) -> str | None:

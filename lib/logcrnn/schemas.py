@@ -34,6 +34,14 @@ class TableSpec:
     name: str
     partition_by: tuple[str, ...]
     schema: StructType | None = None
+    #: Parquet columns written without a dictionary: values seldom repeated, for which the
+    #: writer would look every value up in a dictionary it then drops (docs/BENCHMARKS.md)
+    plain_columns: tuple[str, ...] = ()
+
+    @property
+    def parquet_options(self) -> dict[str, str]:
+        """Writer options for the table's Parquet files (Spark passes them to parquet-mr)."""
+        return {f"parquet.enable.dictionary#{c}": "false" for c in self.plain_columns}
 
     @property
     def layer(self) -> str:
@@ -249,7 +257,12 @@ TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
         TableSpec("bronze.raw_lines", ("night", "source"), RAW_LINES_SCHEMA),
-        TableSpec("silver.events", ("night", "source"), EVENTS_SCHEMA),
+        TableSpec(
+            "silver.events",
+            ("night", "source"),
+            EVENTS_SCHEMA,
+            plain_columns=("parameters.list.element",),
+        ),
         TableSpec("silver.templates", ("night", "source"), TEMPLATES_SCHEMA),
         TableSpec("silver.miner_state", ("night", "source"), MINER_STATE_SCHEMA),
         TableSpec("silver.event_counts", ("night", "source"), EVENT_COUNTS_SCHEMA),

@@ -1,35 +1,48 @@
 package logcrnn.jvm;
 
 import java.util.List;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * One masking scan: a compiled regex and the characters its matches can start with, shared by
- * {@link Mask} and {@link MaskValues}.
+ * One masking scan: a compiled regex and, per branch of it, what rules that branch out at a
+ * position; shared by {@link Mask} and {@link MaskValues}.
  *
  * <p>{@link #mask} replaces every match of the regex by the token and collects the matched
  * substrings: the result of {@code Matcher.find()} from the start of the text, as Spark's
- * {@code regexp_replace} and {@code regexp_extract_all} scan it. With a start set it asks the
- * regex only at the positions where a match can start: at every other position one table test
- * replaces a match attempt of every alternative. The start set is written by
- * {@code logcrnn.masking.Masker.jvm_scans}: two Java character-class bodies joined by U+0001,
- * the characters any match may start with, and those a match may start with only at a word
- * start (the alternatives behind a leading {@code \b}). Both are conservative: characters
- * outside ASCII are always tried, a word start is only ruled out after an ASCII letter, digit
- * or {@code _} (a word character of every JDK's {@code \b}), a character of the second set
- * that is not a word character is tried everywhere, and at a tried position the regex
- * decides, with transparent and non-anchoring bounds, so its look-behinds, {@code \b} and
- * anchors see the whole text exactly as {@code find()} does. An empty start set tries every
- * position (plain {@code find()}).
+ * {@code regexp_replace} and {@code regexp_extract_all} scan it. At each position it first
+ * works out which branches (the regex's alternatives, in order) can start a match there, from
+ * plain character tests, and asks the regex only where one is left, with the alternation of
+ * only those left. At a fixed position an alternation's match is its first branch that
+ * matches, so leaving out branches that cannot match there changes nothing.
+ *
+ * <p>The branches come from {@code logcrnn.masking.Masker.jvm_scans}: entries joined by
+ * U+0001, each five fields joined by U+0002: the branch's regex; the Java class body of its
+ * first characters; {@code a} when those are not known (the branch is tried everywhere),
+ * {@code w} when it starts with {@code \b}, or empty; the class body of its second
+ * characters, or empty; the class body of the characters its leading {@code (?<![...])}
+ * rejects, or empty. The tests are conservative: characters outside ASCII pass every test, a
+ * word start is ruled out only between two ASCII letters, digits or {@code _} (word characters
+ * of every JDK's {@code \b}), and at a position left the regex decides, with transparent and
+ * non-anchoring bounds, so its look-behinds, {@code \b} and anchors see the whole text exactly
+ * as {@code find()} does. An empty start set tries the whole regex at every position (plain
+ * {@code find()}).
  */
 final class Scan {
   final String regex;
   final String starts;
   final Pattern pattern;
-  /** ASCII characters any match may start with, and those only at a word start; or null. */
-  private final boolean[] plain;
-  private final boolean[] bounded;
+  /** The branches' regexes; null: plain find(). */
+  private final String[] branches;
+  /** Per ASCII character: the branches it may start with no other test, and those with one. */
+  private final long[] always;
+  private final int[][] tested;
+  private final boolean[] wordStart;
+  private final boolean[][] second;
+  private final boolean[][] notAfter;
+  private final long all;
+  private final ConcurrentHashMap<Long, Pattern> subsets = new ConcurrentHashMap<>();
 
   Scan(String regex, String starts) {
     if (regex == null || starts == null) {
@@ -39,20 +52,58 @@ final class Scan {
     this.starts = starts;
     this.pattern = Pattern.compile(regex);
     if (starts.isEmpty() || regex.contains("\\G")) {
-      plain = null;
-      bounded = null;
-    } else {
-      String[] parts = starts.split("\u0001", -1);
-      if (parts.length != 2) {
-        throw new IllegalArgumentException("logcrnn masking: bad start set " + starts);
+      branches = null;
+      always = null;
+      tested = null;
+      wordStart = null;
+      second = null;
+      notAfter = null;
+      all = 0;
+      return;
+    }
+    String[] entries = starts.split("\u0001", -1);
+    int k = entries.length;
+    if (k > 63) {
+      throw new IllegalArgumentException("logcrnn masking: more than 63 branches in " + regex);
+    }
+    branches = new String[k];
+    wordStart = new boolean[k];
+    second = new boolean[k][];
+    notAfter = new boolean[k][];
+    boolean[][] first = new boolean[k][];
+    for (int r = 0; r < k; r++) {
+      String[] f = entries[r].split("\u0002", -1);
+      if (f.length != 5 || !(f[2].isEmpty() || f[2].equals("a") || f[2].equals("w"))) {
+        throw new IllegalArgumentException("logcrnn masking: bad branch " + entries[r]);
       }
-      plain = table(parts[0]);
-      bounded = table(parts[1]);
-      for (char c = 0; c < 128; c++) {
-        if (bounded[c] && !word(c)) {
-          plain[c] = true; // a \b before a non-word character needs a word before it
+      branches[r] = f[0];
+      if (f[2].equals("a")) {
+        first[r] = new boolean[128];
+        java.util.Arrays.fill(first[r], true);
+      } else {
+        first[r] = table(f[1]);
+      }
+      wordStart[r] = f[2].equals("w");
+      second[r] = f[3].isEmpty() ? null : table(f[3]);
+      notAfter[r] = f[4].isEmpty() ? null : table(f[4]);
+    }
+    all = k == 63 ? Long.MAX_VALUE : (1L << k) - 1;
+    always = new long[128];
+    tested = new int[128][];
+    int[] buf = new int[k];
+    for (char c = 0; c < 128; c++) {
+      int m = 0;
+      for (int r = 0; r < k; r++) {
+        if (!first[r][c]) {
+          continue;
+        }
+        if ((wordStart[r] && word(c)) || second[r] != null || notAfter[r] != null) {
+          buf[m++] = r;
+        } else {
+          always[c] |= 1L << r;
         }
       }
+      tested[c] = m == 0 ? null : java.util.Arrays.copyOf(buf, m);
     }
   }
 
@@ -81,12 +132,52 @@ final class Scan {
     return c < 128 && (c == '_' || Character.isLetterOrDigit(c));
   }
 
-  private boolean candidate(String text, int i) {
+  /** The branches that may start a match at {@code i} (a bit each). */
+  private long candidates(String text, int i, int n) {
     char c = text.charAt(i);
-    if (c >= 128 || plain[c]) {
-      return true;
+    if (c >= 128) {
+      return all;
     }
-    return bounded[c] && (i == 0 || !word(text.charAt(i - 1)));
+    long bits = always[c];
+    int[] rs = tested[c];
+    if (rs == null) {
+      return bits;
+    }
+    char before = i == 0 ? 0 : text.charAt(i - 1);
+    char after = i + 1 < n ? text.charAt(i + 1) : 0;
+    for (int r : rs) {
+      if (i > 0) {
+        if (wordStart[r] && word(c) && word(before)) {
+          continue;
+        }
+        if (notAfter[r] != null && before < 128 && notAfter[r][before]) {
+          continue;
+        }
+      }
+      if (second[r] != null && (i + 1 >= n || (after < 128 && !second[r][after]))) {
+        continue;
+      }
+      bits |= 1L << r;
+    }
+    return bits;
+  }
+
+  /** The alternation of the branches in {@code bits}, in their order. */
+  private Pattern subset(long bits) {
+    if (bits == all) {
+      return pattern;
+    }
+    return subsets.computeIfAbsent(
+        bits,
+        b -> {
+          StringBuilder sb = new StringBuilder();
+          for (int r = 0; r < branches.length; r++) {
+            if ((b >>> r & 1) != 0) {
+              sb.append(sb.length() == 0 ? "(?:" : "|(?:").append(branches[r]).append(')');
+            }
+          }
+          return Pattern.compile(sb.toString());
+        });
   }
 
   /**
@@ -94,11 +185,11 @@ final class Scan {
    * substring is added to {@code values} when it is not null.
    */
   String mask(String text, String token, List<String> values) {
-    Matcher m = pattern.matcher(text);
     int n = text.length();
     StringBuilder out = null;
     int last = 0;
-    if (plain == null) {
+    if (branches == null) {
+      Matcher m = pattern.matcher(text);
       while (m.find()) {
         if (out == null) {
           out = new StringBuilder(n + 16);
@@ -110,10 +201,37 @@ final class Scan {
         last = m.end();
       }
     } else {
-      m.useTransparentBounds(true).useAnchoringBounds(false);
+      // one matcher per branch set met in this text (a text meets few)
+      long[] keys = null;
+      Matcher[] matchers = null;
+      int used = 0;
       int i = 0;
       while (i < n) {
-        if (!candidate(text, i) || !m.region(i, n).lookingAt()) {
+        long bits = candidates(text, i, n);
+        if (bits == 0) {
+          i++;
+          continue;
+        }
+        Matcher m = null;
+        for (int j = 0; j < used; j++) {
+          if (keys[j] == bits) {
+            m = matchers[j];
+            break;
+          }
+        }
+        if (m == null) {
+          if (keys == null) {
+            keys = new long[4];
+            matchers = new Matcher[4];
+          } else if (used == keys.length) {
+            keys = java.util.Arrays.copyOf(keys, 2 * used);
+            matchers = java.util.Arrays.copyOf(matchers, 2 * used);
+          }
+          m = subset(bits).matcher(text).useTransparentBounds(true).useAnchoringBounds(false);
+          keys[used] = bits;
+          matchers[used++] = m;
+        }
+        if (!m.region(i, n).lookingAt()) {
           i++;
           continue;
         }
