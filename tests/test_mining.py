@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from collections import Counter
@@ -21,6 +22,7 @@ from logcrnn.errors import DataError, LakeError
 from logcrnn.lake import Lake
 from logcrnn.masking import Masker, masks_for
 from logcrnn.parse_eval import grouping_accuracy, read_truth
+from logcrnn.spark import functions_jar, row_cache
 from logcrnn.templates import TemplateMiner, template_id
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -91,6 +93,24 @@ def test_real_sample_events_and_templates(
                 encodings.setdefault(column.path_in_schema, set()).update(column.encodings)
     assert "PLAIN_DICTIONARY" in encodings["template_id"]
     assert not {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & encodings["parameters.list.element"]
+
+
+def test_the_row_cache_changes_no_event(spark: SparkSession, cfg: Config, tmp_path: Path) -> None:
+    """Mining with the masked lines kept between its passes (mining.cache_lines, the default)
+    writes the events that masking every line twice writes."""
+    lines = _lines(HDFS_2K)[:500] + [HEAD + "blk_1 ünïcode 0x1f", "not a header 12"]
+    twice = dataclasses.replace(cfg, mining=dataclasses.replace(cfg.mining, cache_lines=False))
+    written = []
+    for conf, name in ((cfg, "cached"), (twice, "twice")):
+        lake = Lake(spark, str(tmp_path / name))
+        _ingest(spark, conf, lake, tmp_path, N1, lines)
+        mining.mine_night(spark, conf, lake, "hdfs", N1)
+        events = lake.read("silver.events", N1, "hdfs").drop("night")
+        written.append(sorted(tuple(r) for r in events.collect()))
+    assert cfg.mining.cache_lines and len(written[0]) == len(lines)
+    if functions_jar() is not None:  # with the jar the first run did keep its lines
+        assert row_cache(spark.range(1)) is not None
+    assert written[0] == written[1]
 
 
 @pytest.mark.parametrize("observed", [True, False])

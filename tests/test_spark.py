@@ -26,6 +26,7 @@ from logcrnn.spark import (
     delta_jars_present,
     functions_jar,
     jvm_function,
+    row_cache,
 )
 
 LINES = "file string, line_no long, value string"
@@ -110,6 +111,47 @@ def test_the_java_functions_can_be_turned_off(spark: SparkSession, cfg: Config) 
         build_session("tests", cfg.spark)
     assert all(jvm_function(spark, name) for name in JVM_FUNCTIONS)
     assert "logcrnn_cut_fields" in _ingest_plan(spark, cfg)
+
+
+def test_the_row_cache_gives_back_every_row(spark: SparkSession, cfg: Config) -> None:
+    if functions_jar() is None:
+        assert row_cache(spark.range(1)) is None
+        pytest.skip("no JDK here: the Java functions were not built")
+    big = "x" * (5 << 20)  # longer than a chunk: a chunk of its own
+    df = spark.range(0, 30_000, numPartitions=3).selectExpr(
+        "id",
+        "IF(id % 7 = 0, NULL, concat('message ', id)) AS text",
+        "IF(id % 5 = 0, NULL, array(CAST(id AS string), 'b')) AS values",
+        "CAST(id % 2 = 0 AS boolean) AS flag",
+        f"IF(id = 12345, '{big}', NULL) AS big",
+        "IF(id % 3 = 0, NULL, id * 1.5) AS x",
+    )
+    made = row_cache(df)
+    assert made is not None
+    cached, drop = made
+    assert cached.schema == df.schema
+    want = sorted(df.collect())
+    try:
+        assert sorted(cached.collect()) == want
+        assert sorted(cached.collect()) == want  # read again from the cache
+        # kept by the first action: a second one reads it, it does not compute df again
+        rdd_info = spark.sparkContext._jsc.sc().getRDDStorageInfo()
+        assert sum(info.numCachedPartitions() for info in rdd_info) >= 3
+        assert cached.where("big IS NOT NULL").first().big == big
+        # rows that are not in Spark's binary format yet (a Python function's output)
+        mapped = df.select("id").mapInPandas(lambda it: it, "id long")
+        made = row_cache(mapped)
+        assert made is not None and sorted(made[0].collect()) == sorted(mapped.collect())
+        made[1]()
+    finally:
+        drop()
+    assert sorted(cached.collect()) == want  # dropped: computed again from its lineage
+    # with the Java functions off there is no cache (mining masks every line twice)
+    try:
+        build_session("tests", dataclasses.replace(cfg.spark, jvm_functions=False))
+        assert row_cache(df) is None
+    finally:
+        build_session("tests", cfg.spark)
 
 
 def _ingest_plan(spark: SparkSession, cfg: Config) -> str:

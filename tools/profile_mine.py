@@ -99,7 +99,7 @@ def main() -> None:
             )
             .localCheckpoint()
         )
-        events = mining.events_frame(bronze, fast, lookup)
+        events = mining.events_frame(mining.masked_lines(bronze, fast), lookup)
         best("events: + the join to the templates", F.struct(*events.columns), events)
         observed = events.observe(Observation(), *event_count_columns())
         best("events: + the event-count observation", F.struct(*events.columns), observed)

@@ -47,6 +47,7 @@ from logcrnn.config import Config, SourceSpec, load_source
 from logcrnn.errors import DataError
 from logcrnn.lake import Lake
 from logcrnn.masking import Masker, masks_for
+from logcrnn.spark import row_cache
 from logcrnn.templates import WILDCARD, TemplateMiner
 from logcrnn.timing import Phases
 from logcrnn.windows import event_count_columns
@@ -335,21 +336,31 @@ def _template_rows(
     return rows
 
 
-def events_frame(bronze: DataFrame, masker: Masker, lookup: DataFrame) -> DataFrame:
-    """``silver.events`` rows (without night and source) of bronze lines: each message is
-    masked again, in one scan that also cuts out the parameter values, and joined by its
-    masked text to ``lookup`` (``masked, template_id, generalised``: the template of every
-    distinct masked message and the tokens its template generalised)."""
+def masked_lines(bronze: DataFrame, masker: Masker) -> DataFrame:
+    """The bronze columns silver.events keeps, with each line's masked message and the
+    values the mask replaced (``masked``, ``values``), from one scan of the mask rules."""
+    return masker.with_masked_values(
+        bronze.select(
+            "file", "line_no", "ts", "level", "component", "node", "session_keys",
+            "label", "parse_ok", "parse_error", message_text().alias("text"),
+        ),
+        F.col("text"),
+    ).drop("text")  # fmt: skip
+
+
+def distinct_of_masked(lines: DataFrame) -> DataFrame:
+    """:func:`distinct_messages` of :func:`masked_lines`."""
+    return lines.groupBy("masked").agg(
+        F.count(F.lit(1)).alias("n"), F.min("line_no").alias("first_line")
+    )
+
+
+def events_frame(lines: DataFrame, lookup: DataFrame) -> DataFrame:
+    """``silver.events`` rows (without night and source) of :func:`masked_lines`, joined by
+    their masked text to ``lookup`` (``masked, template_id, generalised``: the template of
+    every distinct masked message and the tokens its template generalised)."""
     return (
-        masker.with_masked_values(
-            bronze.select(
-                "file", "line_no", "ts", "level", "component", "node", "session_keys",
-                "label", "parse_ok", "parse_error", message_text().alias("text"),
-            ),
-            F.col("text"),
-        )
-        .drop("text")
-        .join(lookup, "masked", "left")
+        lines.join(lookup, "masked", "left")
         .select(
             "file", "line_no", "ts", "level", "component", "node", "session_keys",
             "template_id",
@@ -381,7 +392,15 @@ def mine_night(
 
     masker = Masker(masks_for(spec))
     bronze = lake.read("bronze.raw_lines", night, source)
-    distinct = distinct_messages(bronze, masker).persist()
+    # the masked lines, kept as rows by the distinct pass for the events write; without the
+    # row cache the events write masks every line again
+    cache = row_cache(masked_lines(bronze, masker)) if cfg.mining.cache_lines else None
+    if cache is not None:
+        lines_df, drop_cache = cache
+        distinct = distinct_of_masked(lines_df).persist()
+    else:
+        lines_df, drop_cache = masked_lines(bronze, masker), None
+        distinct = distinct_messages(bronze, masker).persist()
     mapping: DataFrame | None = None
     try:
         phase = Phases(source, log)
@@ -413,7 +432,7 @@ def mine_night(
         lookup = mapping.select("masked", "template_id", "generalised")
         if n_distinct <= BROADCAST_MESSAGES:
             lookup = F.broadcast(lookup)
-        events = events_frame(bronze, masker, lookup)
+        events = events_frame(lines_df, lookup)
         # delta-rs lakes: Spark writes the events' Parquet files itself, and an Observation
         # counts them in that pass; native Delta runs the write in an inner execution whose
         # observed metrics may never arrive, so there the written events are counted
@@ -471,6 +490,8 @@ def mine_night(
         )
     finally:
         distinct.unpersist()
+        if drop_cache is not None:
+            drop_cache()
         if mapping is not None:
             mapping.unpersist()
 

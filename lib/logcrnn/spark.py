@@ -22,11 +22,11 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, DataType, StringType, StructField, StructType
 
 from logcrnn.config import SparkSettings
@@ -127,6 +127,26 @@ def jvm_function(spark: SparkSession, name: str) -> bool:
     if spark.conf.get(JVM_FUNCTIONS_CONF, "true") == "false":
         return False
     return bool(spark.catalog.functionExists(name))
+
+
+def row_cache(df: DataFrame) -> tuple[DataFrame, Callable[[], None]] | None:
+    """``df`` kept on the executors as its rows' own bytes by the project's Java
+    ``logcrnn.jvm.RowCache`` (built by the first action that reads it; lineage kept), and
+    the function that drops it; ``None`` where the session cannot load the class (no jar, or
+    the Java functions turned off), and the caller computes ``df`` again instead.
+
+    ``DataFrame.persist()`` builds compressed columns with statistics, value by value, which
+    costs more than the masking it would save mining; this copies each row's bytes.
+    """
+    spark = df.sparkSession
+    if not jvm_function(spark, "logcrnn_mask"):
+        return None
+    try:
+        handle = spark._jvm.logcrnn.jvm.RowCache.of(df._jdf)  # type: ignore[union-attr]
+    except Exception as exc:  # the class is not on the driver's class path (ADD JAR)
+        log.info("no row cache (%s): the masked lines are computed twice", exc)
+        return None
+    return DataFrame(handle.dataset(), spark), handle.unpersist
 
 
 def _as_conf_value(value: object) -> str:
