@@ -3,7 +3,10 @@
 Drain3 is a single-threaded, stateful miner, so no line goes through it one by one:
 
 1. **Mask** (executors): every line's message (its raw text when bronze could not parse it)
-   goes through the source's mask rules with Spark's ``regexp_replace``.
+   goes through the source's mask rules (:class:`logcrnn.masking.Masker`: the project's Java
+   scan, or Spark's ``regexp_replace``), which also cut out its parameter values.  With
+   ``mining.cache_lines`` the masked lines are kept on the executors for step 6
+   (:func:`logcrnn.spark.row_cache`); without it step 6 masks every line again.
 2. **Distinct** (executors): lines collapse to their distinct masked messages, with counts and
    the position of their first line.
 3. **Mine shards** (executors): the distinct messages are partitioned by the first branch of
