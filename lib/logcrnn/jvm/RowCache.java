@@ -73,7 +73,9 @@ public final class RowCache {
       }
       int size = u.getSizeInBytes();
       if (pos + 4 + size > chunk.length) {
-        out.add(java.util.Arrays.copyOf(chunk, pos));
+        if (pos > 0) {
+          out.add(java.util.Arrays.copyOf(chunk, pos));
+        }
         chunk = new byte[Math.max(CHUNK, 4 + size)];
         pos = 0;
       }
