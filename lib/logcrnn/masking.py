@@ -305,26 +305,13 @@ def look_ahead(regex: str) -> str | None:
 
 def _look_ahead_parts(regex: str) -> tuple[str, list[tuple[str, str | None]]] | None:
     r"""First characters of the plain alternatives; (first, second or ``None``) characters
-    of each alternative behind a leading ``\b``."""
-    alternatives = _split_alternatives(regex)
-    if alternatives is None:
+    of each alternative behind a leading ``\b`` (:func:`_branches`); ``None`` when any
+    alternative's first characters are not known."""
+    branches = _branches(regex)
+    if branches is None or any(b.firsts is None for b in branches):
         return None
-    plain = ""
-    bounded: list[tuple[str, str | None]] = []
-    for alt in alternatives:
-        if alt.startswith("(?:") and _close_paren(alt, 0) == len(alt) - 1:
-            inner = _look_ahead_parts(alt[3:-1])
-            if inner is None:
-                return None
-            plain, bounded = plain + inner[0], bounded + inner[1]
-            continue
-        first = first_chars(alt)
-        if first is None:
-            return None
-        if alt.startswith("\\b"):
-            bounded.append((first, _second_chars(alt[2:])))
-        else:
-            plain += first
+    plain = "".join(b.firsts or "" for b in branches if not b.word_start)
+    bounded = [(b.firsts or "", b.seconds) for b in branches if b.word_start]
     return plain, bounded
 
 
@@ -362,13 +349,20 @@ def jvm_branches(regex: str) -> list[Branch] | None:
     separators of :attr:`Masker.jvm_scans`."""
     if re.search(r"\\(?:[1-9]|k<)", regex) or _JVM_BRANCH in regex or _JVM_FIELD in regex:
         return None
+    out = _branches(regex)
+    return out if out is not None and len(out) <= _JVM_MAX_BRANCHES else None
+
+
+def _branches(regex: str) -> list[Branch] | None:
+    """:func:`jvm_branches` without its limits: the alternatives of ``regex`` (whole
+    non-capturing groups opened up) with their tests; ``None`` when it cannot be split."""
     alternatives = _split_alternatives(regex)
     if alternatives is None:
         return None
     out: list[Branch] = []
     for alt in alternatives:
         if alt.startswith("(?:") and _close_paren(alt, 0) == len(alt) - 1:
-            inner = jvm_branches(alt[3:-1])
+            inner = _branches(alt[3:-1])
             if inner is None:
                 return None
             out += inner
@@ -380,7 +374,7 @@ def jvm_branches(regex: str) -> list[Branch] | None:
             out.append(Branch(alt, firsts, word_start=True, seconds=_second_chars(alt[2:])))
         else:
             out.append(Branch(alt, firsts, seconds=_second_chars(alt), not_after=_not_after(alt)))
-    return out if len(out) <= _JVM_MAX_BRANCHES else None
+    return out
 
 
 def _not_after(alt: str) -> str | None:

@@ -92,10 +92,8 @@ def message_text() -> Column:
 
 def distinct_messages(lines: DataFrame, masker: Masker) -> DataFrame:
     """One row per distinct masked message: ``masked, n, first_line`` (executors)."""
-    return (
+    return distinct_of_masked(
         lines.select(masker.masked(message_text()).alias("masked"), "line_no")
-        .groupBy("masked")
-        .agg(F.count(F.lit(1)).alias("n"), F.min("line_no").alias("first_line"))
     )
 
 
@@ -352,7 +350,8 @@ def masked_lines(bronze: DataFrame, masker: Masker) -> DataFrame:
 
 
 def distinct_of_masked(lines: DataFrame) -> DataFrame:
-    """:func:`distinct_messages` of :func:`masked_lines`."""
+    """``masked, n, first_line`` of lines that have ``masked`` and ``line_no`` (those of
+    :func:`masked_lines`, or of :func:`distinct_messages`)."""
     return lines.groupBy("masked").agg(
         F.count(F.lit(1)).alias("n"), F.min("line_no").alias("first_line")
     )

@@ -9,21 +9,16 @@ import org.apache.spark.sql.api.java.UDF4;
  * start ({@link Scan}). A null text gives null. Registered by {@code
  * logcrnn.spark.build_session} under the name {@code logcrnn_mask}.
  */
-public final class Mask implements UDF4<String, String, String, String, String> {
+public final class Mask extends MaskFunction
+    implements UDF4<String, String, String, String, String> {
   private static final long serialVersionUID = 1L;
-
-  private transient volatile Scan scan;
 
   @Override
   public String call(String text, String regex, String token, String starts) {
     if (text == null) {
       return null;
     }
-    if (token == null) {
-      throw new IllegalArgumentException("logcrnn_mask: token must not be null");
-    }
-    Scan s = Scan.of(scan, regex, starts);
-    scan = s;
+    Scan s = scan("logcrnn_mask", regex, token, starts);
     return s.mask(text, token, null);
   }
 }

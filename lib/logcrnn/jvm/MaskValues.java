@@ -18,21 +18,16 @@ import org.apache.spark.sql.api.java.UDF4;
  * gives a null struct. Registered by {@code logcrnn.spark.build_session} under the name
  * {@code logcrnn_mask_values}.
  */
-public final class MaskValues implements UDF4<String, String, String, String, Row> {
+public final class MaskValues extends MaskFunction
+    implements UDF4<String, String, String, String, Row> {
   private static final long serialVersionUID = 1L;
-
-  private transient volatile Scan scan;
 
   @Override
   public Row call(String text, String regex, String token, String starts) {
     if (text == null) {
       return null;
     }
-    if (token == null) {
-      throw new IllegalArgumentException("logcrnn_mask_values: token must not be null");
-    }
-    Scan s = Scan.of(scan, regex, starts);
-    scan = s;
+    Scan s = scan("logcrnn_mask_values", regex, token, starts);
     ArrayList<String> values = new ArrayList<>();
     return RowFactory.create(s.mask(text, token, values), values);
   }
