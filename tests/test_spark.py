@@ -118,9 +118,10 @@ def test_the_row_cache_gives_back_every_row(spark: SparkSession, cfg: Config) ->
         assert row_cache(spark.range(1)) is None
         pytest.skip("no JDK here: the Java functions were not built")
     big = "x" * (5 << 20)  # longer than a chunk: a chunk of its own
-    df = spark.range(0, 30_000, numPartitions=3).selectExpr(
+    # ~8 MB a partition: chunks of 4 MB fill up, and a row that does not fit starts the next
+    df = spark.range(0, 60_000, numPartitions=3).selectExpr(
         "id",
-        "IF(id % 7 = 0, NULL, concat('message ', id)) AS text",
+        "IF(id % 7 = 0, NULL, concat('message ', id, repeat('m', CAST(id % 700 AS int)))) AS text",
         "IF(id % 5 = 0, NULL, array(CAST(id AS string), 'b')) AS values",
         "CAST(id % 2 = 0 AS boolean) AS flag",
         f"IF(id = 12345, '{big}', NULL) AS big",
@@ -137,6 +138,8 @@ def test_the_row_cache_gives_back_every_row(spark: SparkSession, cfg: Config) ->
         # kept by the first action: a second one reads it, it does not compute df again
         rdd_info = spark.sparkContext._jsc.sc().getRDDStorageInfo()
         assert sum(info.numCachedPartitions() for info in rdd_info) >= 3
+        # off the heap, as the session has off-heap memory (conf/local.yaml)
+        assert all(info.storageLevel().useOffHeap() for info in rdd_info)
         assert cached.where("big IS NOT NULL").first().big == big
         # rows that are not in Spark's binary format yet (a Python function's output)
         mapped = df.select("id").mapInPandas(lambda it: it, "id long")
@@ -152,6 +155,30 @@ def test_the_row_cache_gives_back_every_row(spark: SparkSession, cfg: Config) ->
         assert row_cache(df) is None
     finally:
         build_session("tests", cfg.spark)
+
+
+def test_the_row_cache_is_off_the_heap_only_where_spark_has_off_heap_memory(
+    spark: SparkSession,
+) -> None:
+    if functions_jar() is None:
+        pytest.skip("no JDK here: the Java functions were not built")
+    jvm = spark._jvm
+    assert jvm is not None
+
+    def level(**conf: str) -> tuple[bool, bool, bool]:
+        """(off the heap, spills to disk, kept as objects) of the level RowCache picks."""
+        spark_conf = jvm.org.apache.spark.SparkConf(False)
+        for key, value in conf.items():
+            spark_conf.set(key.replace("_", "."), value)
+        chosen = jvm.logcrnn.jvm.RowCache.level(spark_conf)
+        return chosen.useOffHeap(), chosen.useDisk(), chosen.deserialized()
+
+    on_heap = (False, True, True)
+    assert level() == on_heap
+    assert level(spark_memory_offHeap_enabled="true") == on_heap  # no size: none to use
+    assert level(spark_memory_offHeap_size="1g") == on_heap  # not enabled
+    off_heap = level(spark_memory_offHeap_enabled="true", spark_memory_offHeap_size="1g")
+    assert off_heap == (True, True, False)
 
 
 def _ingest_plan(spark: SparkSession, cfg: Config) -> str:

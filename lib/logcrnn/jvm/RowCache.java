@@ -1,9 +1,10 @@
 package logcrnn.jvm;
 
-import java.util.ArrayList;
+import java.io.Serializable;
+import java.util.Arrays;
 import java.util.Iterator;
-import java.util.List;
 import java.util.NoSuchElementException;
+import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.rdd.RDD;
 import org.apache.spark.sql.Dataset;
@@ -15,16 +16,28 @@ import org.apache.spark.sql.catalyst.expressions.UnsafeRow;
 import org.apache.spark.sql.types.StructType;
 import org.apache.spark.storage.StorageLevel;
 import org.apache.spark.unsafe.Platform;
+import scala.Function1;
+import scala.collection.JavaConverters;
+import scala.reflect.ClassTag;
+import scala.reflect.ClassTag$;
 
 /**
  * A DataFrame kept on the executors as its rows' own bytes: Spark's binary row format
- * ({@code UnsafeRow}) packed into chunks of a few MB, persisted memory-and-disk, read back
- * without decoding. Building it is a copy of each row's bytes, where {@code DataFrame.persist()}
- * builds compressed columns with statistics value by value; reading it gives back the rows
- * as they were. The lineage is kept: a lost chunk is computed again.
+ * ({@code UnsafeRow}) packed into chunks of a few MB, read back without decoding. Building it
+ * is a copy of each row's bytes, where {@code DataFrame.persist()} builds compressed columns
+ * with statistics value by value; reading it gives back the rows as they were. The lineage is
+ * kept: a lost chunk is computed again.
+ *
+ * <p>The chunks are stored off the Java heap ({@code StorageLevel.OFF_HEAP}) when Spark has
+ * off-heap memory ({@code spark.memory.offHeap.enabled} and a {@code spark.memory.offHeap.size}),
+ * and as heap objects ({@code MEMORY_AND_DISK}) otherwise. Gigabytes of long-lived arrays on the
+ * heap are copied by the collector again and again while they are built; off the heap they are
+ * copied once.
  */
 public final class RowCache {
   private static final int CHUNK = 4 << 20;
+  /** The size word that ends a chunk before its last byte. */
+  private static final int END = -1;
 
   private final JavaRDD<byte[]> chunks;
   private final Dataset<Row> dataset;
@@ -33,8 +46,16 @@ public final class RowCache {
     StructType schema = df.schema();
     int fields = schema.size();
     RDD<InternalRow> rows = df.queryExecution().toRdd();
-    chunks = rows.toJavaRDD().mapPartitions(it -> pack(it, schema), true);
-    chunks.persist(StorageLevel.MEMORY_AND_DISK());
+    // the chunks' RDD carries byte[]'s own ClassTag (JavaRDD.mapPartitions gives Object's), so
+    // the block manager stores them with Kryo, which copies an array whole, and not with Java
+    // serialisation, which copies it 1 KB at a time
+    Function1<scala.collection.Iterator<InternalRow>, scala.collection.Iterator<byte[]>> pack =
+        (Function1<scala.collection.Iterator<InternalRow>, scala.collection.Iterator<byte[]>>
+                & Serializable)
+            it -> JavaConverters.asScalaIterator(new Pack(JavaConverters.asJavaIterator(it), schema));
+    ClassTag<byte[]> bytes = ClassTag$.MODULE$.apply(byte[].class);
+    chunks = new JavaRDD<>(rows.mapPartitions(pack, true, bytes), bytes);
+    chunks.persist(level(df.sparkSession().sparkContext().getConf()));
     JavaRDD<InternalRow> back = chunks.mapPartitions(it -> new Unpack(it, fields), true);
     SparkSession spark = df.sparkSession();
     dataset = spark.internalCreateDataFrame(back.rdd(), schema, false);
@@ -43,6 +64,14 @@ public final class RowCache {
   /** A cache of {@code df}'s rows (computed by the first action that reads them). */
   public static RowCache of(Dataset<Row> df) {
     return new RowCache(df);
+  }
+
+  /** Off the heap where Spark has off-heap memory, on it otherwise (both spill to disk). */
+  public static StorageLevel level(SparkConf conf) {
+    boolean offHeap =
+        conf.getBoolean("spark.memory.offHeap.enabled", false)
+            && conf.getSizeAsBytes("spark.memory.offHeap.size", "0") > 0;
+    return offHeap ? StorageLevel.OFF_HEAP() : StorageLevel.MEMORY_AND_DISK();
   }
 
   /** The cached rows, as a DataFrame of the same schema. */
@@ -55,38 +84,70 @@ public final class RowCache {
     chunks.unpersist(false);
   }
 
-  private static Iterator<byte[]> pack(Iterator<InternalRow> rows, StructType schema) {
-    List<byte[]> out = new ArrayList<>();
-    UnsafeProjection project = null;
-    byte[] chunk = new byte[CHUNK];
-    int pos = 0;
-    while (rows.hasNext()) {
-      InternalRow row = rows.next();
-      UnsafeRow u;
+  /**
+   * Rows packed into chunks, one chunk at a time: each row is its size (an int) then its bytes;
+   * a chunk ends at its last byte or at a size of {@link #END}. A chunk is handed on as soon as
+   * it is full, so a partition is never held whole on the heap.
+   */
+  private static final class Pack implements Iterator<byte[]> {
+    private final Iterator<InternalRow> rows;
+    private final StructType schema;
+    private UnsafeProjection project;
+    private UnsafeRow pending;
+
+    Pack(Iterator<InternalRow> rows, StructType schema) {
+      this.rows = rows;
+      this.schema = schema;
+    }
+
+    @Override
+    public boolean hasNext() {
+      return pending != null || rows.hasNext();
+    }
+
+    @Override
+    public byte[] next() {
+      if (!hasNext()) {
+        throw new NoSuchElementException();
+      }
+      UnsafeRow first = pending != null ? pending : unsafe(rows.next());
+      pending = null;
+      byte[] chunk = new byte[Math.max(CHUNK, 4 + first.getSizeInBytes())];
+      int pos = put(chunk, 0, first);
+      while (rows.hasNext()) {
+        UnsafeRow u = unsafe(rows.next());
+        if (pos + 4 + u.getSizeInBytes() > chunk.length) {
+          // the row stays for the next chunk; its bytes are the source's, copied now
+          pending = u.copy();
+          break;
+        }
+        pos = put(chunk, pos, u);
+      }
+      if (pending == null && pos < chunk.length / 2) {
+        return Arrays.copyOf(chunk, pos); // the partition's last chunk, and a small one
+      }
+      if (pos + 4 <= chunk.length) {
+        Platform.putInt(chunk, Platform.BYTE_ARRAY_OFFSET + pos, END);
+      }
+      return chunk;
+    }
+
+    private UnsafeRow unsafe(InternalRow row) {
       if (row instanceof UnsafeRow) {
-        u = (UnsafeRow) row;
-      } else {
-        if (project == null) {
-          project = UnsafeProjection.create(schema);
-        }
-        u = project.apply(row);
+        return (UnsafeRow) row;
       }
-      int size = u.getSizeInBytes();
-      if (pos + 4 + size > chunk.length) {
-        if (pos > 0) {
-          out.add(java.util.Arrays.copyOf(chunk, pos));
-        }
-        chunk = new byte[Math.max(CHUNK, 4 + size)];
-        pos = 0;
+      if (project == null) {
+        project = UnsafeProjection.create(schema);
       }
+      return project.apply(row);
+    }
+
+    private static int put(byte[] chunk, int pos, UnsafeRow row) {
+      int size = row.getSizeInBytes();
       Platform.putInt(chunk, Platform.BYTE_ARRAY_OFFSET + pos, size);
-      u.writeToMemory(chunk, Platform.BYTE_ARRAY_OFFSET + pos + 4);
-      pos += 4 + size;
+      row.writeToMemory(chunk, Platform.BYTE_ARRAY_OFFSET + pos + 4);
+      return pos + 4 + size;
     }
-    if (pos > 0) {
-      out.add(java.util.Arrays.copyOf(chunk, pos));
-    }
-    return out.iterator();
   }
 
   /** The rows of packed chunks; one row object, pointed at each row's bytes in turn. */
@@ -103,7 +164,9 @@ public final class RowCache {
 
     @Override
     public boolean hasNext() {
-      while (chunk == null || pos >= chunk.length) {
+      while (chunk == null
+          || pos >= chunk.length
+          || Platform.getInt(chunk, Platform.BYTE_ARRAY_OFFSET + pos) == END) {
         if (!chunks.hasNext()) {
           return false;
         }
