@@ -82,8 +82,9 @@ class MiningSettings:
     ``shards``: how many partitions the distinct masked messages are mined in (each by its own
     Drain3 on an executor); 0 means twice the session's default parallelism.
     ``cache_lines``: keep the night's masked lines on the executors between the distinct pass
-    and the events write (the project's Java row cache, about 400 bytes a line of executor
-    storage memory, the rest spilled to disk) instead of masking every line twice.
+    and the events write (the project's Java row cache: the rows' bytes serialised and
+    compressed, about 50 bytes an HDFS line of executor storage memory, the rest spilled to
+    disk) instead of masking every line twice.
     """
 
     shards: int = 0

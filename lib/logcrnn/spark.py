@@ -136,7 +136,9 @@ def row_cache(df: DataFrame) -> tuple[DataFrame, Callable[[], None]] | None:
     the Java functions turned off), and the caller computes ``df`` again instead.
 
     ``DataFrame.persist()`` builds compressed columns with statistics, value by value, which
-    costs more than the masking it would save mining; this copies each row's bytes.
+    costs more than the masking it would save mining; this copies each row's bytes into
+    chunks the block manager stores serialised (compressed when ``spark.rdd.compress`` is on,
+    as PySpark sets it).
     """
     spark = df.sparkSession
     if not jvm_function(spark, "logcrnn_mask"):

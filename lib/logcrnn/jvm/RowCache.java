@@ -4,7 +4,6 @@ import java.io.Serializable;
 import java.util.Arrays;
 import java.util.Iterator;
 import java.util.NoSuchElementException;
-import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.rdd.RDD;
 import org.apache.spark.sql.Dataset;
@@ -28,11 +27,10 @@ import scala.reflect.ClassTag$;
  * with statistics value by value; reading it gives back the rows as they were. The lineage is
  * kept: a lost chunk is computed again.
  *
- * <p>The chunks are stored off the Java heap ({@code StorageLevel.OFF_HEAP}) when Spark has
- * off-heap memory ({@code spark.memory.offHeap.enabled} and a {@code spark.memory.offHeap.size}),
- * and as heap objects ({@code MEMORY_AND_DISK}) otherwise. Gigabytes of long-lived arrays on the
- * heap are copied by the collector again and again while they are built; off the heap they are
- * copied once.
+ * <p>The chunks are stored serialised ({@code MEMORY_AND_DISK_SER}): by Kryo, which writes an
+ * array whole, and compressed when {@code spark.rdd.compress} is on (PySpark turns it on),
+ * about an eighth of their size for log lines. Kept as objects, gigabytes of long-lived
+ * arrays were copied by the collector again and again while they were built.
  */
 public final class RowCache {
   private static final int CHUNK = 4 << 20;
@@ -47,15 +45,15 @@ public final class RowCache {
     int fields = schema.size();
     RDD<InternalRow> rows = df.queryExecution().toRdd();
     // the chunks' RDD carries byte[]'s own ClassTag (JavaRDD.mapPartitions gives Object's), so
-    // the block manager stores them with Kryo, which copies an array whole, and not with Java
-    // serialisation, which copies it 1 KB at a time
+    // the block manager serialises them with Kryo, which copies an array whole, and not with
+    // Java serialisation, which copies it 1 KB at a time
     Function1<scala.collection.Iterator<InternalRow>, scala.collection.Iterator<byte[]>> pack =
         (Function1<scala.collection.Iterator<InternalRow>, scala.collection.Iterator<byte[]>>
                 & Serializable)
             it -> JavaConverters.asScalaIterator(new Pack(JavaConverters.asJavaIterator(it), schema));
     ClassTag<byte[]> bytes = ClassTag$.MODULE$.apply(byte[].class);
     chunks = new JavaRDD<>(rows.mapPartitions(pack, true, bytes), bytes);
-    chunks.persist(level(df.sparkSession().sparkContext().getConf()));
+    chunks.persist(StorageLevel.MEMORY_AND_DISK_SER());
     JavaRDD<InternalRow> back = chunks.mapPartitions(it -> new Unpack(it, fields), true);
     SparkSession spark = df.sparkSession();
     dataset = spark.internalCreateDataFrame(back.rdd(), schema, false);
@@ -64,14 +62,6 @@ public final class RowCache {
   /** A cache of {@code df}'s rows (computed by the first action that reads them). */
   public static RowCache of(Dataset<Row> df) {
     return new RowCache(df);
-  }
-
-  /** Off the heap where Spark has off-heap memory, on it otherwise (both spill to disk). */
-  public static StorageLevel level(SparkConf conf) {
-    boolean offHeap =
-        conf.getBoolean("spark.memory.offHeap.enabled", false)
-            && conf.getSizeAsBytes("spark.memory.offHeap.size", "0") > 0;
-    return offHeap ? StorageLevel.OFF_HEAP() : StorageLevel.MEMORY_AND_DISK();
   }
 
   /** The cached rows, as a DataFrame of the same schema. */
