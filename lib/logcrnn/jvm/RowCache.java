@@ -76,7 +76,7 @@ public final class RowCache {
 
   /**
    * Rows packed into chunks, one chunk at a time: each row is its size (an int) then its bytes;
-   * a chunk ends at its last byte or at a size of {@link #END}. A chunk is handed on as soon as
+   * a chunk ends at a size of {@link #END}, or where fewer than 4 bytes are left. A chunk is handed on as soon as
    * it is full, so a partition is never held whole on the heap.
    */
   private static final class Pack implements Iterator<byte[]> {
@@ -155,7 +155,7 @@ public final class RowCache {
     @Override
     public boolean hasNext() {
       while (chunk == null
-          || pos >= chunk.length
+          || pos + 4 > chunk.length
           || Platform.getInt(chunk, Platform.BYTE_ARRAY_OFFSET + pos) == END) {
         if (!chunks.hasNext()) {
           return false;
