@@ -373,9 +373,11 @@ def test_the_java_cut_gives_the_built_ins_fields(spark: SparkSession) -> None:
         rows = [(i, v) for i, v in enumerate([*_raw_lines(name), *odd])]
         df = spark.createDataFrame(rows, "i int, value string")
         java = compiled.apply(df, "value", jvm=True)
-        assert "logcrnn_cut_fields" in java._jdf.queryExecution().optimizedPlan().toString()
+        assert "logcrnn.jvm.CutFields" in java._jdf.queryExecution().optimizedPlan().toString()
         built_in = compiled.apply(df, "value", jvm=False)
-        assert "logcrnn_cut_fields" not in built_in._jdf.queryExecution().optimizedPlan().toString()
+        assert (
+            "logcrnn.jvm.CutFields" not in built_in._jdf.queryExecution().optimizedPlan().toString()
+        )
         # a null line: the built-ins' flag is null or false by format (parse_lines: false)
         both = [F.coalesce("_matched", F.lit(False)).alias("m"), "h"]
         got = java.select("i", F.to_json(F.struct(*both)).alias("j"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,13 @@ from pyspark.sql import functions as F
 
 from logcrnn import ingest
 from logcrnn.cli import main
-from logcrnn.config import Config
+from logcrnn.config import Config, load_source
 from logcrnn.errors import DataError, UsageError
 from logcrnn.lake import Lake
+from logcrnn.spark import jvm_function
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+CONF_SOURCES = Path(__file__).resolve().parents[1] / "conf" / "sources"
 
 NIGHT = "2008-11-09"
 GOOD = (
@@ -132,6 +136,101 @@ def test_bad_input_is_flagged_and_nothing_is_lost(
     assert garbage_rows.where("parse_ok").count() == 0
     assert report.malformed == bronze.where(~F.col("parse_ok")).count()
     assert sum(report.malformed_by_reason.values()) == report.malformed
+
+
+def test_the_java_parse_gives_the_built_ins_rows(
+    spark: SparkSession, cfg: Config, tmp_path: Path
+) -> None:
+    """The parse with the project's Java functions (lib/logcrnn/jvm: UTF-8 check, header cut,
+    fixed-width timestamp, session keys) against the same parse with Spark's built-ins: the
+    same bronze rows for every Loghub sample and for lines each function could get wrong, read
+    from bytes on disk (so invalid UTF-8 is real), in UTC and in a zone with summer time."""
+    if shutil.which("javac") is None and not jvm_function(spark, ingest.JVM_UTF8_OK):
+        pytest.skip("no JDK here: make setup could not build the Java functions")
+    assert jvm_function(spark, ingest.JVM_UTF8_OK)
+    head = "081109 203615 148 INFO dfs.X: "
+    odd = [
+        GOOD.encode(),
+        b"",
+        b"   ",
+        GOOD.encode()[:40] + b"\xff\xfe\xc3(" + GOOD.encode()[40:],  # invalid UTF-8
+        b"\xed\xa0\x80 081109 203615 148 INFO c: a surrogate's bytes",  # also invalid
+        (head + "\u00e9t\u00e9 blk_1 \u65e5\u672c blk_-2 blk_1 \U0001f600 blk_3").encode(),
+        (head + "many " + " ".join(f"blk_{i % 13}" for i in range(40))).encode(),
+        (GOOD + " x" * 40_000).encode(),  # longer than max_parse_bytes below
+        b"081109 203660 1 INFO c: a 60th second",
+        b"081309 240000 1 INFO c: hour 24",
+        b"081131 120000 1 INFO c: November 31st",
+        b"080229 120000 1 INFO c: February 29th, 2008",
+        b"090229 120000 1 INFO c: February 29th, 2009",
+        b"081109 2036x5 1 INFO c: a letter in the time",
+        b"0811099 203615 1 INFO c: a long date",
+        "081109 2036\u00e9 1 INFO c: non-ASCII in the time".encode(),
+        b"081109 203615 1 INFO c:no space after the colon blk_7",
+        b"081109\t203615 1 INFO c: a tab blk_8",
+        b"081109 203615 1 INFO c: \x01 control \x7f characters",
+        b"blk_9 only",
+        bytes(range(256)),
+    ]
+    max_bytes = 50_000
+    checked = 0
+    for zone in ("UTC", "America/Los_Angeles"):
+        spark.conf.set("spark.sql.session.timeZone", zone)
+        try:
+            for name in sorted(
+                p.stem for p in (SAMPLE.parents[1] / "conf" / "sources").glob("*.yaml")
+            ):
+                spec = load_source(cfg, name)
+                if zone != "UTC" and name != "hdfs":
+                    continue
+                folder = {p.name.lower(): p for p in (SAMPLE / "loghub_2k").iterdir()}[name]
+                sample = gzip.decompress((folder / f"{folder.name}_2k.log.gz").read_bytes())
+                path = tmp_path / f"{name}-{zone.replace('/', '_')}.log"
+                data = b"\n".join([*sample.splitlines(), *odd]) + b"\n"
+                path.write_bytes(data)
+                lines = ingest.read_whole_files(spark, [str(path)])
+                java = ingest.parse_lines(lines, spec, date(2017, 7, 1), max_bytes, jvm=True)
+                plan = java._jdf.queryExecution().optimizedPlan().toString()
+                assert "logcrnn.jvm.Utf8Ok" in plan
+                built_in = ingest.parse_lines(lines, spec, date(2017, 7, 1), max_bytes, jvm=False)
+                assert (
+                    "logcrnn.jvm" not in built_in._jdf.queryExecution().optimizedPlan().toString()
+                )
+                keep = [
+                    *[c for c in java.columns if c not in ("fields", "ingested_at")],
+                    F.to_json("fields").alias("fields"),
+                ]
+                got, want = java.select(keep), built_in.select(keep)
+                assert got.count() == want.count() == len(data.splitlines())
+                assert got.exceptAll(want).count() == 0 and want.exceptAll(got).count() == 0, name
+                checked += 1
+        finally:
+            spark.conf.set("spark.sql.session.timeZone", "UTC")
+    assert checked == 17
+    # the HDFS rows the Java functions must get right, whatever the built-ins do
+    spec = load_source(cfg, "hdfs")
+    rows = {
+        r.line_no: r
+        for r in ingest.parse_lines(
+            ingest.read_whole_files(spark, [str(tmp_path / "hdfs-UTC.log")]),
+            spec,
+            date(2017, 7, 1),
+            max_bytes,
+            jvm=True,
+        )
+        .where(F.col("line_no") > 2000)
+        .collect()
+    }
+    assert rows[2001].parse_ok and rows[2001].session_keys == ["blk_38865049064139660"]
+    assert rows[2004].parse_error == "invalid_utf8" and rows[2005].parse_error == "invalid_utf8"
+    assert rows[2006].session_keys == ["blk_1", "blk_-2", "blk_3"]
+    assert rows[2007].session_keys == [f"blk_{i}" for i in range(13)]
+    assert rows[2008].parse_error == "line_too_long"
+    assert str(rows[2009].ts) == "2008-11-09 20:37:00"  # second 60: the next minute
+    assert [rows[i].parse_error for i in (2010, 2011, 2013, 2014, 2015, 2016)] == [
+        "bad_timestamp"
+    ] * 6
+    assert str(rows[2012].ts) == "2008-02-29 12:00:00"
 
 
 def test_reingesting_a_night_replaces_it(spark: SparkSession, cfg: Config, lake: Lake) -> None:

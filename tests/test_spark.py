@@ -20,6 +20,7 @@ from logcrnn import spark as spark_mod
 from logcrnn.config import Config, load_source
 from logcrnn.ingest import parse_lines
 from logcrnn.spark import (
+    JVM_CATALOG_FUNCTIONS,
     JVM_FUNCTIONS,
     build_session,
     delta_extension_loaded,
@@ -73,6 +74,8 @@ def test_spark_submit_master_wins_over_the_config(tmp_path: Path) -> None:
         "    expr = \"logcrnn_mask_values(t, '[0-9]+', '<*>', \" + starts + ')'\n"
         "    row = df.selectExpr(expr + ' AS r').first()\n"
         "    print('MASKED=' + row.r.masked + '|' + ','.join(row.r['values']))\n"
+        "    keys = df.selectExpr(\"logcrnn_fn.extract_all(t, '[0-9]+', '') AS k\").first().k\n"
+        "    print('KEYS=' + ','.join(keys))\n"
     )
     submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
@@ -87,6 +90,7 @@ def test_spark_submit_master_wins_over_the_config(tmp_path: Path) -> None:
     assert f"JAVA={functions_jar() is not None}" in done.stdout
     if functions_jar() is not None:  # and run on the executors
         assert "MASKED=a <*> b <*>|12,3" in done.stdout
+        assert "KEYS=12,3" in done.stdout  # the function catalog too (ADD JAR)
 
 
 def test_the_java_functions_are_registered_when_built(spark: SparkSession) -> None:
@@ -94,7 +98,7 @@ def test_the_java_functions_are_registered_when_built(spark: SparkSession) -> No
         assert shutil.which("javac") is None, "make setup builds lib/logcrnn/jvm with a JDK"
         pytest.skip("no JDK here: the Java functions were not built")
     assert spark.conf.get("spark.jars").endswith("logcrnn-jvm.jar")
-    for name in JVM_FUNCTIONS:
+    for name in (*JVM_FUNCTIONS, *JVM_CATALOG_FUNCTIONS):
         assert jvm_function(spark, name)
 
 
@@ -103,14 +107,16 @@ def test_the_java_functions_can_be_turned_off(spark: SparkSession, cfg: Config) 
     if functions_jar() is None:
         pytest.skip("no JDK here: the Java functions were not built")
     off = dataclasses.replace(cfg.spark, jvm_functions=False)
+    names = (*JVM_FUNCTIONS, *JVM_CATALOG_FUNCTIONS)
     try:
         assert build_session("tests", off) is spark
-        assert not any(jvm_function(spark, name) for name in JVM_FUNCTIONS)
-        assert "logcrnn_cut_fields" not in _ingest_plan(spark, cfg)
+        assert not any(jvm_function(spark, name) for name in names)
+        assert "logcrnn.jvm" not in _ingest_plan(spark, cfg)
     finally:
         build_session("tests", cfg.spark)
-    assert all(jvm_function(spark, name) for name in JVM_FUNCTIONS)
-    assert "logcrnn_cut_fields" in _ingest_plan(spark, cfg)
+    assert all(jvm_function(spark, name) for name in names)
+    for java_class in ("Utf8Ok", "CutFields", "FixedTimestamp", "ExtractAll"):
+        assert f"logcrnn.jvm.{java_class}" in _ingest_plan(spark, cfg)
 
 
 def test_the_row_cache_gives_back_every_row(spark: SparkSession, cfg: Config) -> None:

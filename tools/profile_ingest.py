@@ -71,22 +71,26 @@ def main() -> None:
         .write.mode("overwrite")
         .parquet(str(scratch / "twice")),
     )
-    bronze = ingest.parse_lines(lines, spec, night, cfg.ingest.max_parse_bytes)
-    best("every bronze column, noop sink", noop(bronze))
-    best(
-        "the same, written and committed (lake.write)",
-        lambda: lake.write(bronze, "bronze.raw_lines", night, source="hdfs"),
-    )
+    java = jvm_function(spark, ingest.JVM_UTF8_OK)
+    for jvm in (False, True) if java else (False,):
+        bronze = ingest.parse_lines(lines, spec, night, cfg.ingest.max_parse_bytes, jvm=jvm)
+        how = "the Java functions" if jvm else "Spark's built-ins"
+        best(f"every bronze column, {how}, noop sink", noop(bronze))
+        best(
+            "the same, written and committed (lake.write)",
+            lambda b=bronze: lake.write(b, "bronze.raw_lines", night, source="hdfs"),
+        )
     fmt = compile_format(spec.format)
     best("header cut alone, built-ins, noop sink", noop(fmt.apply(lines, "value", jvm=False)))
     if fmt.plan == "delimited" and jvm_function(spark, JVM_CUT_FIELDS):
         best("header cut alone, the Java function, noop sink",
              noop(fmt.apply(lines, "value", jvm=True)))  # fmt: skip
-    best(
-        "session keys alone, noop sink",
-        noop(lines.select(ingest._session_keys(spec, F.col("value")))),
-    )
-    best("UTF-8 check alone, noop sink", noop(lines.select(*ingest._utf8_columns(F.col("value")))))
+    for jvm in (False, True) if java else (False,):
+        how = "the Java function" if jvm else "built-ins"
+        keys = ingest._session_keys(spec, F.col("value"), jvm)
+        best(f"session keys alone, {how}, noop sink", noop(lines.select(keys)))
+        utf8 = ingest._utf8_columns(F.col("value"), jvm)
+        best(f"UTF-8 check alone, {how}, noop sink", noop(lines.select(*utf8)))
     spark.stop()
     shutil.rmtree(scratch, ignore_errors=True)
 

@@ -8,8 +8,8 @@ format into one of two plans, run on the JVM (no Python UDF):
 * **delimited** (every separator is fixed text, no optional parts): each field is cut off the
   front of the line with ``substring_index``/``substr`` on the separator's bytes, so a line
   costs a few byte scans and no regex at all.  When the session has the project's Java
-  function ``logcrnn_cut_fields`` (``lib/logcrnn/jvm/CutFields.java``) the same cuts are one
-  call of it, with the same fields (2.5x cheaper on HDFS lines, docs/BENCHMARKS.md).
+  function ``logcrnn_fn.cut_fields`` (``lib/logcrnn/jvm/CutFields.java``) the same cuts are one
+  call of it over the line's bytes, with the same fields (docs/BENCHMARKS.md).
 * **regex** (optional groups, character classes): one ``regexp_replace`` rewrites the whole
   line into the fields joined by a control character, then one ``split``.  Field patterns are
   negated classes of the next separator's first character, so the match is linear in the line
@@ -39,7 +39,8 @@ _BLANKS = " \t\n\r\x0b\x0c"  # what Loghub's line.strip() removes (ASCII whitesp
 _JVM_SEP = "\u0001"  # joins the items of CompiledFormat.jvm_plan
 
 #: The Java function of the delimited plan (``logcrnn.spark.JVM_FUNCTIONS``).
-JVM_CUT_FIELDS = "logcrnn_cut_fields"
+JVM_CUT_FIELDS = "logcrnn_fn.cut_fields"
+JVM_FIXED_TIMESTAMP = "logcrnn_fn.fixed_timestamp"
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class CompiledFormat:
 
     @property
     def jvm_plan(self) -> str | None:
-        """The delimited plan as the Java function ``logcrnn_cut_fields`` reads it
+        """The delimited plan as the Java function ``logcrnn_fn.cut_fields`` reads it
         (``lib/logcrnn/jvm/CutFields.java``); None for the regex plan, or when a separator
         holds the character that joins the plan's items."""
         if self.plan != "delimited":
@@ -86,7 +87,7 @@ class CompiledFormat:
         """``df`` plus ``h`` (struct of the fields, null if no match) and ``_matched``.
 
         The delimited plan runs as one call of the project's Java function
-        ``logcrnn_cut_fields`` when the session has it (``jvm``: None uses it when
+        ``logcrnn_fn.cut_fields`` when the session has it (``jvm``: None uses it when
         registered, False never), else as Spark built-ins, each cutting step its own
         projection, so every intermediate string is computed once (nested expressions would
         be re-evaluated at every reference).  Both give the same fields.
@@ -338,18 +339,12 @@ _TS_TOKEN = re.compile(r"(y+|M+|d+|H+|m+|s+|S+|[A-Za-z]+|'[^']*'|[^A-Za-z'])")
 _TS_FIXED = {"yy": 2, "yyyy": 4, "MM": 2, "dd": 2, "HH": 2, "mm": 2, "ss": 2}
 
 
-def fixed_width_timestamp(text: Column, pattern: str) -> Column | None:
-    """A timestamp from ``text`` by arithmetic, or None if ``pattern`` is not fixed-width.
-
-    Fixed-width numeric patterns (``yyMMdd HHmmss``, ``yyyy-MM-dd HH:mm:ss,SSS``) are read as
-    integer substrings into ``make_timestamp``: several times cheaper than ``to_timestamp``,
-    which runs a datetime formatter per row.  Text of the wrong length, non-digits or
-    impossible dates give null, as ``to_timestamp`` would; literal characters are not checked.
-    """
+def _fixed_fields(pattern: str) -> tuple[dict[str, tuple[int, int]], int] | None:
+    """``({letter: (1-based position, width)}, length)`` of a fixed-width numeric timestamp
+    pattern, or None when ``pattern`` is not one (a field of varying width, a name, a letter
+    twice, or no year, month and day)."""
     pos = 1
-    parts: dict[str, Column] = {}
-    frac_digits = 0
-    year_digits = 0
+    parts: dict[str, tuple[int, int]] = {}
     for token in _TS_TOKEN.findall(pattern):
         letter = token[0]
         if token.startswith("'"):
@@ -359,21 +354,50 @@ def fixed_width_timestamp(text: Column, pattern: str) -> Column | None:
             pos += 1
             continue
         width = len(token)
-        if letter == "S" and width <= 6:
-            frac_digits = width
-        elif _TS_FIXED.get(token) != width or letter in parts:
+        if (letter != "S" or width > 6) and _TS_FIXED.get(token) != width or letter in parts:
             return None
-        if letter == "y":
-            year_digits = width
-        parts[letter] = F.substring(text, pos, width).cast("int")
+        parts[letter] = (pos, width)
         pos += width
     if not {"y", "M", "d"} <= parts.keys():
         return None
-    year = parts["y"] + (2000 if year_digits == 2 else 0)  # Spark's "yy" base year
+    return parts, pos - 1
+
+
+def fixed_timestamp_plan(pattern: str) -> str | None:
+    """A fixed-width pattern as the Java function ``logcrnn_fn.fixed_timestamp`` reads it
+    (``lib/logcrnn/jvm/FixedTimestamp.java``): the text's length, then per field its letter,
+    0-based position and width, joined by ``;``; None when the pattern is not fixed-width."""
+    fixed = _fixed_fields(pattern)
+    if fixed is None:
+        return None
+    parts, length = fixed
+    return ";".join([str(length), *[f"{k}{p - 1}:{w}" for k, (p, w) in parts.items()]])
+
+
+def fixed_width_timestamp(text: Column, pattern: str, jvm_zone: str | None = None) -> Column | None:
+    """A timestamp from ``text`` by arithmetic, or None if ``pattern`` is not fixed-width.
+
+    Fixed-width numeric patterns (``yyMMdd HHmmss``, ``yyyy-MM-dd HH:mm:ss,SSS``) are read as
+    integer substrings into ``make_timestamp``: several times cheaper than ``to_timestamp``,
+    which runs a datetime formatter per row.  Text of the wrong length, non-digits or
+    impossible dates give null, as ``to_timestamp`` would; literal characters are not checked.
+    With ``jvm_zone`` (the session's time zone, which ``make_timestamp`` reads in) the
+    project's Java function ``logcrnn_fn.fixed_timestamp`` reads the digits in one call: the
+    same result for ASCII digits; it takes no blanks or signs around them.
+    """
+    fixed = _fixed_fields(pattern)
+    if fixed is None:
+        return None
+    fields, length = fixed
+    if jvm_zone is not None:
+        plan = fixed_timestamp_plan(pattern)
+        return F.call_function(JVM_FIXED_TIMESTAMP, text, F.lit(plan), F.lit(jvm_zone))
+    parts = {k: F.substring(text, p, w).cast("int") for k, (p, w) in fields.items()}
+    year = parts["y"] + (2000 if fields["y"][1] == 2 else 0)  # Spark's "yy" base year
     zero = F.lit(0)
     seconds = parts.get("s", zero).cast("decimal(16,6)")
-    if frac_digits:
-        seconds = seconds + parts["S"].cast("decimal(16,6)") / F.lit(10**frac_digits)
+    if "S" in parts:
+        seconds = seconds + parts["S"].cast("decimal(16,6)") / F.lit(10 ** fields["S"][1])
     ts = F.make_timestamp(
         year,
         parts["M"],
@@ -382,4 +406,4 @@ def fixed_width_timestamp(text: Column, pattern: str) -> Column | None:
         parts.get("m", zero),
         seconds.cast("decimal(8,6)"),
     )
-    return F.when(F.length(text) == pos - 1, ts)
+    return F.when(F.length(text) == length, ts)

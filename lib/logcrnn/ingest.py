@@ -31,11 +31,17 @@ from logcrnn.config import Config, SourceSpec, load_source
 from logcrnn.errors import DataError, UsageError
 from logcrnn.formats import CompiledFormat, compile_format, fixed_width_timestamp
 from logcrnn.lake import Lake
+from logcrnn.masking import Masker
 from logcrnn.schemas import RAW_LINES_SCHEMA
+from logcrnn.spark import JVM_CATALOG, jvm_function
+from logcrnn.templates import MaskRule
 
 log = logging.getLogger(__name__)
 
 TABLE = "bronze.raw_lines"
+#: The project's Java functions the parse uses where the session has them (``logcrnn.spark``).
+JVM_UTF8_OK = f"{JVM_CATALOG}.utf8_ok"
+JVM_EXTRACT_ALL = f"{JVM_CATALOG}.extract_all"
 _ID_MASK = (1 << 33) - 1  # monotonically_increasing_id keeps the row index in the low 33 bits
 
 
@@ -203,21 +209,26 @@ def _split_bytes(spark: SparkSession) -> int:
 # parsing (pure)
 
 
-def _utf8_columns(value: Column) -> tuple[Column, Column, Column]:
+def _utf8_columns(value: Column, jvm: bool = False) -> tuple[Column, Column, Column]:
     """``(text, raw_bytes, valid)``: text is valid UTF-8; raw bytes kept only when it was not.
 
     Spark's text source keeps a line's bytes as they are.  Pure ASCII lines (byte length =
-    character count) skip the check; others are decoded with replacement and compared.
+    character count) skip the check; others are decoded with replacement and compared.  With
+    ``jvm`` the project's Java function ``logcrnn_fn.utf8_ok`` gives the same answer from the
+    bytes, eight at a time, without counting characters.
     """
     raw = value.cast("binary")
     decoded = F.decode(raw, "UTF-8")
-    ascii_only = F.octet_length(value) == F.length(value)
-    valid = ascii_only | (F.encode(decoded, "UTF-8") == raw)
+    if jvm:
+        valid = F.call_function(JVM_UTF8_OK, value)
+    else:
+        ascii_only = F.octet_length(value) == F.length(value)
+        valid = ascii_only | (F.encode(decoded, "UTF-8") == raw)
     text = F.when(valid, value).otherwise(decoded)
     return text, F.when(~valid, raw), valid
 
 
-def _timestamp(spec: SourceSpec, header: Column) -> Column | None:
+def _timestamp(spec: SourceSpec, header: Column, jvm_zone: str | None = None) -> Column | None:
     ts_spec = spec.timestamp
     if ts_spec is None:
         return None
@@ -227,7 +238,7 @@ def _timestamp(spec: SourceSpec, header: Column) -> Column | None:
         ts = F.timestamp_seconds(header[ts_spec.epoch_field].cast("long"))
     elif ts_spec.fields and ts_spec.format:
         joined = F.concat_ws(ts_spec.sep, *[header[f] for f in ts_spec.fields])
-        fast = fixed_width_timestamp(joined, ts_spec.format)
+        fast = fixed_width_timestamp(joined, ts_spec.format, jvm_zone)
         ts = fast if fast is not None else F.to_timestamp(joined, ts_spec.format)
     else:
         raise UsageError(f"source {spec.name}: timestamp needs expr, epoch_field or fields+format")
@@ -236,9 +247,17 @@ def _timestamp(spec: SourceSpec, header: Column) -> Column | None:
     return ts
 
 
-def _session_keys(spec: SourceSpec, content: Column) -> Column:
+def _session_keys(spec: SourceSpec, content: Column, jvm: bool = False) -> Column:
+    """The distinct matches of the source's session-key regexes in ``content``, in order."""
     if not spec.session_keys:
         return F.array().cast("array<string>")
+    if jvm:
+        scans = [Masker((MaskRule(key.name, key.regex),)).jvm_scans[0] for key in spec.session_keys]
+        arrays = [
+            F.call_function(JVM_EXTRACT_ALL, content, F.lit(regex), F.lit(starts))
+            for regex, _, starts in scans
+        ]
+        return arrays[0] if len(arrays) == 1 else F.array_distinct(F.concat(*arrays))
     arrays = [
         F.regexp_extract_all(content, F.lit(f"({key.regex})"), 1) for key in spec.session_keys
     ]
@@ -253,8 +272,13 @@ def parse_lines(
     max_parse_bytes: int,
     compiled: CompiledFormat | None = None,
     extra_fields: Sequence[str] | None = None,
+    jvm: bool | None = None,
 ) -> DataFrame:
     """Parse ``file, line_no, value`` rows into the ``bronze.raw_lines`` schema.
+
+    ``jvm``: use the project's Java functions (UTF-8 check, header cut, fixed-width
+    timestamps, session keys) where the session has them (None), always (True) or never
+    (False); both give the same rows.
 
     ``fields`` holds the header fields named by ``extra_fields`` (default: the source's
     ``extra_fields``), null when there are none.  ``parse_error`` is one of
@@ -263,7 +287,10 @@ def parse_lines(
     be read.
     """
     fmt = compiled or compile_format(spec.format, dict(spec.field_patterns))
-    text, raw_bytes, valid = _utf8_columns(F.col("value"))
+    spark = lines.sparkSession
+    if jvm is None:
+        jvm = jvm_function(spark, JVM_UTF8_OK)
+    text, raw_bytes, valid = _utf8_columns(F.col("value"), jvm)
     df = lines.select(
         "file",
         "line_no",
@@ -274,11 +301,12 @@ def parse_lines(
     )
     too_long = F.octet_length("line") > max_parse_bytes
     df = df.withColumn("_parse_in", F.when(~too_long, F.col("line")))
-    df = fmt.apply(df, "_parse_in").withColumn(
+    df = fmt.apply(df, "_parse_in", jvm).withColumn(
         "_matched", F.coalesce(F.col("_matched"), F.lit(False))
     )
     content_field = fmt.fields[-1]
-    ts = _timestamp(spec, F.col("h"))
+    zone = str(spark.conf.get("spark.sql.session.timeZone")) if jvm else None
+    ts = _timestamp(spec, F.col("h"), zone)
     ts_col = ts if ts is not None else F.lit(None).cast("timestamp")
 
     def field(name: str | None) -> Column:
@@ -322,7 +350,7 @@ def parse_lines(
     # (a malformed line still belongs to its block).
     df = df.withColumn(
         "session_keys",
-        _session_keys(spec, F.coalesce(F.col("content"), F.col("line"))),
+        _session_keys(spec, F.coalesce(F.col("content"), F.col("line")), jvm),
     )
     return df.select(
         *[

@@ -77,8 +77,21 @@ JVM_FUNCTIONS: dict[str, tuple[str, DataType]] = {
         ]),
     ),
     "logcrnn_mask": ("logcrnn.jvm.Mask", StringType()),
-    "logcrnn_cut_fields": ("logcrnn.jvm.CutFields", ArrayType(StringType())),
 }  # fmt: skip
+
+#: The project's function catalog (``lib/logcrnn/jvm/Functions.java``), registered as
+#: ``spark.sql.catalog.logcrnn_fn``: functions on Spark's own row types that its generated
+#: code calls directly (no conversion of every string to Java's and back, as for the
+#: functions above), used as ``logcrnn_fn.<name>``.
+JVM_CATALOG = "logcrnn_fn"
+JVM_CATALOG_CLASS = "logcrnn.jvm.Functions"
+JVM_CATALOG_FUNCTIONS = (
+    f"{JVM_CATALOG}.utf8_ok",
+    f"{JVM_CATALOG}.cut_fields",
+    f"{JVM_CATALOG}.fixed_timestamp",
+    f"{JVM_CATALOG}.extract_all",
+)
+_CATALOG_CONF = f"spark.sql.catalog.{JVM_CATALOG}"
 
 
 def functions_jar() -> Path | None:
@@ -102,8 +115,17 @@ def functions_jar() -> Path | None:
 
 
 def register_jvm_functions(spark: SparkSession) -> list[str]:
-    """Register :data:`JVM_FUNCTIONS` whose classes the driver can load; their names."""
-    registered = []
+    """Register :data:`JVM_FUNCTIONS` and the catalog of :data:`JVM_CATALOG_FUNCTIONS` where
+    the driver can load their classes; the names registered."""
+    registered: list[str] = []
+    spark.conf.set(_CATALOG_CONF, JVM_CATALOG_CLASS)
+    try:  # analysing a call loads the catalog and binds the function (no job runs)
+        spark.sql(f"SELECT {JVM_CATALOG_FUNCTIONS[0]}('') AS ok").schema  # noqa: B018
+        registered += JVM_CATALOG_FUNCTIONS
+    except Exception as exc:  # the class is not on the classpath: built-ins stand in
+        spark.conf.unset(_CATALOG_CONF)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.info("catalog %s not registered (%s): Spark's built-ins stand in", JVM_CATALOG, reason)
     for name, (class_name, return_type) in JVM_FUNCTIONS.items():
         try:
             spark.udf.registerJavaFunction(name, class_name, return_type)
@@ -126,6 +148,8 @@ def jvm_function(spark: SparkSession, name: str) -> bool:
     last :func:`build_session` for it did not turn the Java functions off."""
     if spark.conf.get(JVM_FUNCTIONS_CONF, "true") == "false":
         return False
+    if name in JVM_CATALOG_FUNCTIONS:
+        return spark.conf.get(_CATALOG_CONF, None) == JVM_CATALOG_CLASS
     return bool(spark.catalog.functionExists(name))
 
 

@@ -181,74 +181,98 @@ final class Scan {
   }
 
   /**
+   * Where {@code Matcher.find()} from the start of {@code text} finds a match, in text order:
+   * start and end of each as a pair, {@code [s0, e0, s1, e1, ..., -1]} (the pairs end at the
+   * first negative element; the array may be longer); null when there is no match.
+   */
+  int[] spans(String text) {
+    int n = text.length();
+    int[] out = null;
+    int used = 0;
+    if (branches == null) {
+      Matcher m = pattern.matcher(text);
+      while (m.find()) {
+        out = grow(out, used);
+        out[used++] = m.start();
+        out[used++] = m.end();
+      }
+      return end(out, used);
+    }
+    // one matcher per branch set met in this text (a text meets few)
+    long[] keys = null;
+    Matcher[] matchers = null;
+    int sets = 0;
+    int i = 0;
+    while (i < n) {
+      long bits = candidates(text, i, n);
+      if (bits == 0) {
+        i++;
+        continue;
+      }
+      Matcher m = null;
+      for (int j = 0; j < sets; j++) {
+        if (keys[j] == bits) {
+          m = matchers[j];
+          break;
+        }
+      }
+      if (m == null) {
+        if (keys == null) {
+          keys = new long[4];
+          matchers = new Matcher[4];
+        } else if (sets == keys.length) {
+          keys = java.util.Arrays.copyOf(keys, 2 * sets);
+          matchers = java.util.Arrays.copyOf(matchers, 2 * sets);
+        }
+        m = subset(bits).matcher(text).useTransparentBounds(true).useAnchoringBounds(false);
+        keys[sets] = bits;
+        matchers[sets++] = m;
+      }
+      if (!m.region(i, n).lookingAt()) {
+        i++;
+        continue;
+      }
+      int last = m.end();
+      out = grow(out, used);
+      out[used++] = i;
+      out[used++] = last;
+      i = last > i ? last : i + 1; // after an empty match find() moves on by one
+    }
+    return end(out, used);
+  }
+
+  private static int[] grow(int[] spans, int used) {
+    if (spans == null) {
+      return new int[8];
+    }
+    return used + 3 > spans.length ? java.util.Arrays.copyOf(spans, 2 * spans.length) : spans;
+  }
+
+  private static int[] end(int[] spans, int used) {
+    if (spans != null) {
+      spans[used] = -1; // grow() keeps a spare element
+    }
+    return spans;
+  }
+
+  /**
    * {@code text} with every match replaced by {@code token} (taken literally); each matched
    * substring is added to {@code values} when it is not null.
    */
   String mask(String text, String token, List<String> values) {
-    int n = text.length();
-    StringBuilder out = null;
-    int last = 0;
-    if (branches == null) {
-      Matcher m = pattern.matcher(text);
-      while (m.find()) {
-        if (out == null) {
-          out = new StringBuilder(n + 16);
-        }
-        out.append(text, last, m.start()).append(token);
-        if (values != null) {
-          values.add(m.group());
-        }
-        last = m.end();
-      }
-    } else {
-      // one matcher per branch set met in this text (a text meets few)
-      long[] keys = null;
-      Matcher[] matchers = null;
-      int used = 0;
-      int i = 0;
-      while (i < n) {
-        long bits = candidates(text, i, n);
-        if (bits == 0) {
-          i++;
-          continue;
-        }
-        Matcher m = null;
-        for (int j = 0; j < used; j++) {
-          if (keys[j] == bits) {
-            m = matchers[j];
-            break;
-          }
-        }
-        if (m == null) {
-          if (keys == null) {
-            keys = new long[4];
-            matchers = new Matcher[4];
-          } else if (used == keys.length) {
-            keys = java.util.Arrays.copyOf(keys, 2 * used);
-            matchers = java.util.Arrays.copyOf(matchers, 2 * used);
-          }
-          m = subset(bits).matcher(text).useTransparentBounds(true).useAnchoringBounds(false);
-          keys[used] = bits;
-          matchers[used++] = m;
-        }
-        if (!m.region(i, n).lookingAt()) {
-          i++;
-          continue;
-        }
-        if (out == null) {
-          out = new StringBuilder(n + 16);
-        }
-        out.append(text, last, i).append(token);
-        if (values != null) {
-          values.add(m.group());
-        }
-        last = m.end();
-        i = last > i ? last : i + 1; // after an empty match find() moves on by one
-      }
-    }
-    if (out == null) {
+    int[] spans = spans(text);
+    if (spans == null) {
       return text;
     }
-    return out.append(text, last, n).toString();
+    StringBuilder out = new StringBuilder(text.length() + 16);
+    int last = 0;
+    for (int k = 0; spans[k] >= 0; k += 2) {
+      out.append(text, last, spans[k]).append(token);
+      if (values != null) {
+        values.add(text.substring(spans[k], spans[k + 1]));
+      }
+      last = spans[k + 1];
+    }
+    return out.append(text, last, text.length()).toString();
   }
 }
