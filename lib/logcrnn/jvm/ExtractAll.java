@@ -4,6 +4,7 @@ import java.util.HashSet;
 import org.apache.spark.sql.catalyst.util.ArrayData;
 import org.apache.spark.sql.catalyst.util.GenericArrayData;
 import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.unsafe.Platform;
 import org.apache.spark.unsafe.types.UTF8String;
 
 /**
@@ -37,12 +38,12 @@ public final class ExtractAll extends Functions.StringFunction<ArrayData> {
     if (text == null) {
       return EMPTY;
     }
-    String s = text.toString();
-    int[] spans = scan.spans(s);
+    boolean ascii = Utf8Ok.ascii(text);
+    String s = ascii ? latin1(text) : text.toString();
+    int[] spans = scan.spans(s, ascii);
     if (spans == null) {
       return EMPTY;
     }
-    boolean ascii = s.length() == text.numBytes();
     int count = 0;
     while (spans[2 * count] >= 0) {
       count++;
@@ -63,6 +64,18 @@ public final class ExtractAll extends Functions.StringFunction<ArrayData> {
       }
     }
     return new GenericArrayData(k == count ? out : java.util.Arrays.copyOf(out, k));
+  }
+
+  /** ASCII text as a String, its bytes copied once (no decoding pass). */
+  @SuppressWarnings("deprecation")
+  private static String latin1(UTF8String text) {
+    Object base = text.getBaseObject();
+    long offset = text.getBaseOffset();
+    if (base instanceof byte[] && offset >= Platform.BYTE_ARRAY_OFFSET) {
+      int at = (int) (offset - Platform.BYTE_ARRAY_OFFSET);
+      return new String((byte[]) base, 0, at, text.numBytes());
+    }
+    return text.toString();
   }
 
   private static boolean contains(UTF8String[] values, int n, UTF8String value) {

@@ -42,6 +42,8 @@ final class Scan {
   private final boolean[][] second;
   private final boolean[][] notAfter;
   private final long all;
+  /** The one ASCII character any branch may start with, or -1 when there are more or none. */
+  private final int onlyStart;
   private final ConcurrentHashMap<Long, Pattern> subsets = new ConcurrentHashMap<>();
 
   Scan(String regex, String starts) {
@@ -59,6 +61,7 @@ final class Scan {
       second = null;
       notAfter = null;
       all = 0;
+      onlyStart = -1;
       return;
     }
     String[] entries = starts.split("\u0001", -1);
@@ -105,6 +108,13 @@ final class Scan {
       }
       tested[c] = m == 0 ? null : java.util.Arrays.copyOf(buf, m);
     }
+    int only = -1;
+    for (char c = 0; c < 128; c++) {
+      if (always[c] != 0 || tested[c] != null) {
+        only = only == -1 ? c : -2;
+      }
+    }
+    onlyStart = only >= 0 ? only : -1;
   }
 
   /** The cached scan when it is for this regex and start set, else a new one. */
@@ -183,9 +193,11 @@ final class Scan {
   /**
    * Where {@code Matcher.find()} from the start of {@code text} finds a match, in text order:
    * start and end of each as a pair, {@code [s0, e0, s1, e1, ..., -1]} (the pairs end at the
-   * first negative element; the array may be longer); null when there is no match.
+   * first negative element; the array may be longer); null when there is no match. With
+   * {@code ascii} (the caller knows every character of the text is ASCII) and one character
+   * that can start a branch, the scan jumps from one occurrence of it to the next.
    */
-  int[] spans(String text) {
+  int[] spans(String text, boolean ascii) {
     int n = text.length();
     int[] out = null;
     int used = 0;
@@ -203,7 +215,14 @@ final class Scan {
     Matcher[] matchers = null;
     int sets = 0;
     int i = 0;
+    int skipTo = ascii ? onlyStart : -1;
     while (i < n) {
+      if (skipTo >= 0) {
+        i = text.indexOf(skipTo, i);
+        if (i < 0) {
+          break;
+        }
+      }
       long bits = candidates(text, i, n);
       if (bits == 0) {
         i++;
@@ -260,7 +279,7 @@ final class Scan {
    * substring is added to {@code values} when it is not null.
    */
   String mask(String text, String token, List<String> values) {
-    int[] spans = spans(text);
+    int[] spans = spans(text, false);
     if (spans == null) {
       return text;
     }
