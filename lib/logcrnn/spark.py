@@ -9,7 +9,9 @@ delta-rs.
 
 The project's own Spark SQL functions, written in Java (``lib/logcrnn/jvm``, built into a jar
 by ``make setup`` when a JDK is there), are added to ``spark.jars`` and registered with every
-session (``spark.jvm_functions`` turns them off).  Without the jar the callers use Spark's
+session (``spark.jvm_functions`` turns them off): SQL functions (``logcrnn_mask``, ...) and a
+function catalog, ``logcrnn_fn``, whose functions Spark's generated code calls directly on its
+own row types (``logcrnn_fn.cut_fields``, ...).  Without the jar the callers use Spark's
 built-in functions, with the same results: see :func:`jvm_function`.
 """
 
@@ -144,8 +146,9 @@ JVM_FUNCTIONS_CONF = "spark.logcrnn.jvmFunctions"
 
 
 def jvm_function(spark: SparkSession, name: str) -> bool:
-    """True when the session has the project's Java function ``name`` registered and the
-    last :func:`build_session` for it did not turn the Java functions off."""
+    """True when the session has the project's Java function ``name`` registered (a name of
+    :data:`JVM_FUNCTIONS` or :data:`JVM_CATALOG_FUNCTIONS`) and the last
+    :func:`build_session` for it did not turn the Java functions off."""
     if spark.conf.get(JVM_FUNCTIONS_CONF, "true") == "false":
         return False
     if name in JVM_CATALOG_FUNCTIONS:
