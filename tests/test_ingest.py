@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import shutil
@@ -14,7 +15,7 @@ from pyspark.sql import functions as F
 
 from logcrnn import ingest
 from logcrnn.cli import main
-from logcrnn.config import Config, load_source
+from logcrnn.config import Config, SessionKey, load_source
 from logcrnn.errors import DataError, UsageError
 from logcrnn.lake import Lake
 from logcrnn.spark import jvm_function
@@ -207,6 +208,21 @@ def test_the_java_parse_gives_the_built_ins_rows(
         finally:
             spark.conf.set("spark.sql.session.timeZone", "UTC")
     assert checked == 17
+    # two session keys, the second matching inside the first's matches: concatenated per key,
+    # then made distinct, on both paths
+    two = dataclasses.replace(
+        load_source(cfg, "hdfs"),
+        session_keys=(SessionKey("block", r"blk_-?\d+"), SessionKey("number", r"\d+")),
+    )
+    lines = ingest.read_whole_files(spark, [str(tmp_path / "hdfs-UTC.log")])
+    pair = [
+        ingest.parse_lines(lines, two, date(2017, 7, 1), max_bytes, jvm=jvm)
+        .select("line_no", "session_keys")
+        for jvm in (True, False)
+    ]
+    assert pair[0].exceptAll(pair[1]).count() == 0 and pair[1].exceptAll(pair[0]).count() == 0
+    row = pair[0].where("line_no = 2006").first()
+    assert row is not None and row.session_keys == ["blk_1", "blk_-2", "blk_3", "1", "2", "3"]
     # the HDFS rows the Java functions must get right, whatever the built-ins do
     spec = load_source(cfg, "hdfs")
     rows = {

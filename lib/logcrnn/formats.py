@@ -38,7 +38,8 @@ _REGEX_META = set(".^$*+?()[]{}|\\")
 _BLANKS = " \t\n\r\x0b\x0c"  # what Loghub's line.strip() removes (ASCII whitespace)
 _JVM_SEP = "\u0001"  # joins the items of CompiledFormat.jvm_plan
 
-#: The Java function of the delimited plan (``logcrnn.spark.JVM_FUNCTIONS``).
+#: The Java functions of the delimited plan and of fixed-width timestamps
+#: (``logcrnn.spark.JVM_CATALOG_FUNCTIONS``).
 JVM_CUT_FIELDS = "logcrnn_fn.cut_fields"
 JVM_FIXED_TIMESTAMP = "logcrnn_fn.fixed_timestamp"
 
