@@ -216,8 +216,9 @@ def test_the_java_parse_gives_the_built_ins_rows(
     )
     lines = ingest.read_whole_files(spark, [str(tmp_path / "hdfs-UTC.log")])
     pair = [
-        ingest.parse_lines(lines, two, date(2017, 7, 1), max_bytes, jvm=jvm)
-        .select("line_no", "session_keys")
+        ingest.parse_lines(lines, two, date(2017, 7, 1), max_bytes, jvm=jvm).select(
+            "line_no", "session_keys"
+        )
         for jvm in (True, False)
     ]
     assert pair[0].exceptAll(pair[1]).count() == 0 and pair[1].exceptAll(pair[0]).count() == 0
