@@ -364,15 +364,11 @@ def _fixed_fields(pattern: str) -> tuple[dict[str, tuple[int, int]], int] | None
     return parts, pos - 1
 
 
-def fixed_timestamp_plan(pattern: str) -> str | None:
-    """A fixed-width pattern as the Java function ``logcrnn_fn.fixed_timestamp`` reads it
+def _timestamp_plan(fields: dict[str, tuple[int, int]], length: int) -> str:
+    """:func:`_fixed_fields` as the Java function ``logcrnn_fn.fixed_timestamp`` reads it
     (``lib/logcrnn/jvm/FixedTimestamp.java``): the text's length, then per field its letter,
-    0-based position and width, joined by ``;``; None when the pattern is not fixed-width."""
-    fixed = _fixed_fields(pattern)
-    if fixed is None:
-        return None
-    parts, length = fixed
-    return ";".join([str(length), *[f"{k}{p - 1}:{w}" for k, (p, w) in parts.items()]])
+    0-based position and width, joined by ``;``."""
+    return ";".join([str(length), *[f"{k}{p - 1}:{w}" for k, (p, w) in fields.items()]])
 
 
 def fixed_width_timestamp(text: Column, pattern: str, jvm_zone: str | None = None) -> Column | None:
@@ -391,7 +387,7 @@ def fixed_width_timestamp(text: Column, pattern: str, jvm_zone: str | None = Non
         return None
     fields, length = fixed
     if jvm_zone is not None:
-        plan = fixed_timestamp_plan(pattern)
+        plan = _timestamp_plan(fields, length)
         return F.call_function(JVM_FIXED_TIMESTAMP, text, F.lit(plan), F.lit(jvm_zone))
     parts = {k: F.substring(text, p, w).cast("int") for k, (p, w) in fields.items()}
     year = parts["y"] + (2000 if fields["y"][1] == 2 else 0)  # Spark's "yy" base year

@@ -13,12 +13,13 @@ import org.apache.spark.unsafe.types.UTF8String;
  * reads it with Spark's built-ins ({@code make_timestamp} over integer {@code substring}s), in
  * the time zone {@code zone} (the session's, which {@code make_timestamp} uses).
  *
- * <p>Null when the text is null, its length is not the pattern's, a field is not all ASCII
- * digits (the built-ins' cast would also take blanks or a sign there), or the date or time
+ * <p>Null when the text is null, holds a character outside ASCII, its length is not the
+ * pattern's, a field is not all ASCII digits (the built-ins' cast would also take blanks or a
+ * sign there), or the date or time
  * does not exist; a second of 60 with no fraction is the next minute, as in {@code
  * make_timestamp}. Literal characters of the pattern are not checked.
  *
- * <p>{@code plan} is written by {@code logcrnn.formats.fixed_timestamp_plan}: the text's
+ * <p>{@code plan} is written by {@code logcrnn.formats.fixed_width_timestamp}: the text's
  * length, then one item per field, its pattern letter ({@code yMdHmsS}), its 0-based position
  * and its width, all joined by {@code ;} (for example {@code 13;y0:2;M2:2;d4:2;H7:2;m9:2;s11:2}).
  * A two-digit year is in 2000-2099, Spark's base year for {@code yy}.
