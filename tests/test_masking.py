@@ -234,6 +234,30 @@ def test_the_java_function_gives_the_built_ins_output(spark: SparkSession, cfg: 
     plain_m = texts.select(odd_rules.masked(F.col("t"), jvm=False)).orderBy("i").collect()
     assert java_m == plain_m  # where \b falls after a non-ASCII letter is the JDK's call
     assert java_m[0][0] == "a<*> -3 x<*> _<*> é<*> <*> xbeef 9<*>"
+    # a scan of one branch jumps between occurrences of the branch's literal start: an
+    # optional, repeated or escaped character ends it (each rule its own token, own scan)
+    prefixed = Masker(
+        tuple(
+            MaskRule(f"r{i}", regex, f"<{i}>")
+            for i, regex in enumerate(
+                (r"ab?c\d", r"xy+z", r"job_\d+", r"qq-?\d", r"k\.\d", r"\bwe\d", r"(?<!a)rs\d")
+            )
+        )
+    )
+    assert all(starts for _, _, starts in prefixed.jvm_scans)
+    lines = [
+        "ac1 abc2 abbc3 abc xz xyz xyyz job_ job_7 jo_2 qq1 qq-2 qq--3 q1 k.4 kx5 k.",
+        "we1 awe2 _we3 éwe4 rs1 ars2 brs3 ærs4 jjob_8 abcab c1 xyzz ac",
+        "",
+        "job_1job_2jjob_3",
+    ]
+    texts = spark.createDataFrame(list(enumerate(lines)), "i int, t string")
+    java_m = texts.select(prefixed.masked(F.col("t"), jvm=True)).orderBy("i").collect()
+    plain_m = texts.select(prefixed.masked(F.col("t"), jvm=False)).orderBy("i").collect()
+    assert java_m == plain_m
+    assert java_m[0][0] == (
+        "<0> <0> abbc3 abc xz <1> <1> job_ <2> jo_2 <3> <3> qq--3 q1 <4> kx5 k."
+    )
     hdfs = Masker(masks_for(load_source(cfg, "hdfs")))
     edge = df.where(F.col("t").isNull() | (F.length("t") > 9000))
     got = hdfs.with_masked_values(edge, F.col("t"), "m", "v", jvm=True).orderBy(F.length("t"))

@@ -40,6 +40,8 @@ public final class CutFields extends Functions.StringFunction<ArrayData> {
   /** A parsed plan, with the text it was parsed from. */
   private static final class Plan {
     final UTF8String text;
+    /** The argument it was parsed from: a literal's is the same object on every row. */
+    final UTF8String seen;
     final byte[] prefix;
     final boolean trimLast;
     final boolean[] blank;
@@ -48,6 +50,7 @@ public final class CutFields extends Functions.StringFunction<ArrayData> {
 
     Plan(UTF8String planText) {
       this.text = planText.clone();
+      this.seen = planText;
       String[] items = planText.toString().split("\u0001", -1);
       if (items.length < 2) {
         throw new IllegalArgumentException("logcrnn_fn.cut_fields: bad plan " + planText);
@@ -75,7 +78,7 @@ public final class CutFields extends Functions.StringFunction<ArrayData> {
       throw new IllegalArgumentException("logcrnn_fn.cut_fields: the plan must not be null");
     }
     Plan p = last;
-    if (p == null || !p.text.equals(text)) {
+    if (p == null || (p.seen != text && !p.text.equals(text))) {
       p = new Plan(text);
       last = p;
     }

@@ -36,6 +36,9 @@ public final class FixedTimestamp extends Functions.StringFunction<Long> {
   private static final class Plan {
     final UTF8String text;
     final UTF8String zoneText;
+    /** The arguments they were parsed from: a literal's is the same object on every row. */
+    final UTF8String seen;
+    final UTF8String seenZone;
     final int length;
     /** Per letter of "yMdHmsS": position and width, or width 0 when absent. */
     final int[] pos = new int[7];
@@ -46,6 +49,8 @@ public final class FixedTimestamp extends Functions.StringFunction<Long> {
     Plan(UTF8String planText, UTF8String zoneText) {
       this.text = planText.clone();
       this.zoneText = zoneText.clone();
+      this.seen = planText;
+      this.seenZone = zoneText;
       String[] items = planText.toString().split(";", -1);
       try {
         length = Integer.parseInt(items[0]);
@@ -79,7 +84,9 @@ public final class FixedTimestamp extends Functions.StringFunction<Long> {
           "logcrnn_fn.fixed_timestamp: the plan and the zone must not be null");
     }
     Plan p = last;
-    if (p == null || !p.text.equals(text) || !p.zoneText.equals(zone)) {
+    if (p == null
+        || !((p.seen == text && p.seenZone == zone)
+            || (p.text.equals(text) && p.zoneText.equals(zone)))) {
       p = new Plan(text, zone);
       last = p;
     }

@@ -44,6 +44,8 @@ final class Scan {
   private final long all;
   /** The one ASCII character any branch may start with, or -1 when there are more or none. */
   private final int onlyStart;
+  /** The literal text every match starts with (one branch only), or null. */
+  private final String prefix;
   private final ConcurrentHashMap<Long, Pattern> subsets = new ConcurrentHashMap<>();
 
   Scan(String regex, String starts) {
@@ -62,6 +64,7 @@ final class Scan {
       notAfter = null;
       all = 0;
       onlyStart = -1;
+      prefix = null;
       return;
     }
     String[] entries = starts.split("\u0001", -1);
@@ -115,6 +118,30 @@ final class Scan {
       }
     }
     onlyStart = only >= 0 ? only : -1;
+    prefix = k == 1 ? literalPrefix(branches[0]) : null;
+  }
+
+  /**
+   * The characters every match of {@code regex} starts with, read conservatively from its
+   * front: plain ASCII characters up to the first one that is special, escaped, quantified or
+   * grouped; null when fewer than two, or when the regex holds a {@code |} anywhere.
+   */
+  static String literalPrefix(String regex) {
+    if (regex.indexOf('|') >= 0) {
+      return null;
+    }
+    StringBuilder out = new StringBuilder();
+    for (int i = 0; i < regex.length(); i++) {
+      char c = regex.charAt(i);
+      boolean plain =
+          (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+              || "_-:/=@,;!%&~<>'\"".indexOf(c) >= 0;
+      if (!plain || (i + 1 < regex.length() && "?*+{".indexOf(regex.charAt(i + 1)) >= 0)) {
+        break;
+      }
+      out.append(c);
+    }
+    return out.length() >= 2 ? out.toString() : null;
   }
 
   /** The cached scan when it is for this regex and start set, else a new one. */
@@ -193,9 +220,10 @@ final class Scan {
   /**
    * Where {@code Matcher.find()} from the start of {@code text} finds a match, in text order:
    * start and end of each as a pair, {@code [s0, e0, s1, e1, ..., -1]} (the pairs end at the
-   * first negative element; the array may be longer); null when there is no match. With
-   * {@code ascii} (the caller knows every character of the text is ASCII) and one character
-   * that can start a branch, the scan jumps from one occurrence of it to the next.
+   * first negative element; the array may be longer); null when there is no match. A scan of
+   * one branch that starts with literal text jumps from one occurrence of that text to the
+   * next; otherwise, with {@code ascii} (the caller knows every character of the text is
+   * ASCII) and one character that can start a branch, from one occurrence of it to the next.
    */
   int[] spans(String text, boolean ascii) {
     int n = text.length();
@@ -217,7 +245,12 @@ final class Scan {
     int i = 0;
     int skipTo = ascii ? onlyStart : -1;
     while (i < n) {
-      if (skipTo >= 0) {
+      if (prefix != null) {
+        i = text.indexOf(prefix, i); // a match starts with it, whatever the text holds
+        if (i < 0) {
+          break;
+        }
+      } else if (skipTo >= 0) {
         i = text.indexOf(skipTo, i);
         if (i < 0) {
           break;
