@@ -6,6 +6,8 @@ import dataclasses
 import gzip
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -64,6 +66,20 @@ def test_real_sample_every_line_kept_in_order(spark: SparkSession, cfg: Config, 
     assert n_blocks == 1782
 
 
+@contextmanager
+def _split_size(spark: SparkSession, size: str) -> Iterator[None]:
+    """Plain files are split into parts of ``size`` bytes inside the ``with`` block."""
+    old = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", size)
+    try:
+        yield
+    finally:
+        if old is None:
+            spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        else:
+            spark.conf.set("spark.sql.files.maxPartitionBytes", old)
+
+
 def test_line_numbers_across_splits_and_files(
     spark: SparkSession, cfg: Config, lake: Lake, tmp_path: Path
 ) -> None:
@@ -72,21 +88,58 @@ def test_line_numbers_across_splits_and_files(
     big.write_text("\n".join(lines) + "\n")
     small = tmp_path / "small.log"
     small.write_text("\n".join(lines[:7]))  # no trailing newline
-    old = spark.conf.get("spark.sql.files.maxPartitionBytes")
-    spark.conf.set("spark.sql.files.maxPartitionBytes", "65536")  # ~30 splits of big.log
-    try:
+    with _split_size(spark, "65536"):  # ~30 splits of big.log
         ingest.run(spark, cfg, "hdfs", [str(tmp_path / "*.log")], NIGHT, lake=lake)
-    finally:
-        if old is None:
-            spark.conf.unset("spark.sql.files.maxPartitionBytes")
-        else:
-            spark.conf.set("spark.sql.files.maxPartitionBytes", old)
     got = {
         (Path(r.file).name, r.line_no): r.line
         for r in _bronze(lake).select("file", "line_no", "line").collect()
     }
     want = {("big.log", i + 1): s for i, s in enumerate(lines)}
     want.update({("small.log", i + 1): s for i, s in enumerate(lines[:7])})
+    assert got == want
+
+
+def test_when_files_larger_than_a_split_are_read_whole() -> None:
+    mb = 1 << 20
+    split = 128 * mb
+
+    def files(*sizes: int, ext: str = ".log") -> list[ingest.InputFile]:
+        return [ingest.InputFile(f"f{i}{ext}", s) for i, s in enumerate(sizes)]
+
+    assert ingest.single_pass(files(split, 3), split, cores=2)  # every file fits a split
+    assert ingest.single_pass(files(10 * split, ext=".gz"), split, cores=2)  # read whole anyway
+    assert not ingest.single_pass(files(2 * split), split, cores=2)  # one task for 2 cores
+    assert not ingest.single_pass(files(*[200 * mb] * 3), split, cores=2)  # 3 tasks, 2 cores
+    assert ingest.single_pass(files(*[200 * mb] * 4), split, cores=2)  # two files per core
+    assert ingest.single_pass(files(*[200 * mb] * 7, 400 * mb), split, cores=2)
+    assert not ingest.single_pass(files(*[200 * mb] * 7, 800 * mb), split, cores=2)  # outlier
+    assert not ingest.single_pass(files(*[200 * mb] * 8), split, cores=8)  # a cluster's cores
+
+
+def test_line_numbers_of_large_files_read_whole(
+    spark: SparkSession,
+    cfg: Config,
+    lake: Lake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four files larger than a split, on 2 cores: one pass, a task per file, no counting."""
+    cores = spark.sparkContext.defaultParallelism
+    lines = [f"081109 2036{i % 60:02d} {i} INFO c: message {i} blk_{i}" for i in range(3000)]
+    for k in range(2 * cores):
+        (tmp_path / f"part-{k}.log").write_text("\n".join(lines[k:]) + "\n")
+
+    def no_counting(*args: object) -> None:
+        raise AssertionError("the counting pass ran")
+
+    monkeypatch.setattr(ingest, "read_numbered", no_counting)
+    with _split_size(spark, "65536"):  # each file ~3 splits
+        ingest.run(spark, cfg, "hdfs", [str(tmp_path / "*.log")], NIGHT, lake=lake)
+    got = {
+        (Path(r.file).name, r.line_no): r.line
+        for r in _bronze(lake).select("file", "line_no", "line").collect()
+    }
+    want = {(f"part-{k}.log", i + 1): s for k in range(2 * cores) for i, s in enumerate(lines[k:])}
     assert got == want
 
 

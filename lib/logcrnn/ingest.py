@@ -196,6 +196,20 @@ def one_partition_per_file(spark: SparkSession) -> Iterator[None]:
                 spark.conf.set(k, v)
 
 
+def single_pass(files: Sequence[InputFile], split_bytes: int, cores: int) -> bool:
+    """Whether ``files`` are numbered in one pass, one partition per file.
+
+    Compressed files are read whole anyway, and a file that fits one split is one partition
+    either way.  Larger plain files are split across tasks and need the counting pass, unless
+    there are at least two files per core and none is more than twice their mean size: then
+    a task per file keeps every core busy as splitting would, without reading the files twice.
+    """
+    if all(f.uri.endswith(_COMPRESSED) or f.size <= split_bytes for f in files):
+        return True
+    sizes = [f.size for f in files]
+    return len(sizes) >= 2 * max(cores, 1) and max(sizes) * len(sizes) <= 2 * sum(sizes)
+
+
 def _split_bytes(spark: SparkSession) -> int:
     text = str(spark.conf.get("spark.sql.files.maxPartitionBytes", "128MB"))
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -422,14 +436,11 @@ def run(
     files = expand_inputs(spark, inputs)
     uris = [f.uri for f in files]
     lake = lake or Lake.from_settings(spark, cfg.lake)
-    # Files Spark reads whole anyway (compressed) or that fit one split are numbered in one
-    # pass; a larger plain file is split across tasks and needs the counting pass.
-    split_bytes = _split_bytes(spark)
-    single_pass = all(f.uri.endswith(_COMPRESSED) or f.size <= split_bytes for f in files)
-    planning = one_partition_per_file(spark) if single_pass else nullcontext()
+    one_pass = single_pass(files, _split_bytes(spark), spark.sparkContext.defaultParallelism)
+    planning = one_partition_per_file(spark) if one_pass else nullcontext()
     try:
         with planning:
-            numbered = (read_whole_files if single_pass else read_numbered)(spark, uris)
+            numbered = (read_whole_files if one_pass else read_numbered)(spark, uris)
             bronze = parse_lines(numbered, spec, night_d, cfg.ingest.max_parse_bytes, compiled)
             version = lake.write(bronze, TABLE, night_d, source=spec.name)
     except Exception as exc:
