@@ -10,6 +10,7 @@ Line numbers: Spark reads a large file as several splits, and a split does not k
 lines came before it.  A first, cheap pass counts lines per split (and the id of its first
 row); the second pass numbers each line as ``lines before its split + its index in the split``.
 Both passes plan the same scan, so ``monotonically_increasing_id`` gives the same ids in both.
+Files read whole, one partition each, need no counting pass (:func:`single_pass` says when).
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ def single_pass(files: Sequence[InputFile], split_bytes: int, cores: int) -> boo
     either way.  Larger plain files are split across tasks and need the counting pass, unless
     there are at least two files per core and none is more than twice their mean size: then
     a task per file keeps every core busy as splitting would, without reading the files twice.
+    ``cores``: the session's default parallelism (the cores of all executors).
     """
     if all(f.uri.endswith(_COMPRESSED) or f.size <= split_bytes for f in files):
         return True
