@@ -37,11 +37,8 @@ public final class CutFields extends Functions.StringFunction<ArrayData> {
     super(NAME, DataTypes.createArrayType(DataTypes.StringType), true, "line", "plan");
   }
 
-  /** A parsed plan, with the text it was parsed from. */
+  /** A parsed plan. */
   private static final class Plan {
-    final UTF8String text;
-    /** The argument it was parsed from: a literal's is the same object on every row. */
-    final UTF8String seen;
     final byte[] prefix;
     final boolean trimLast;
     final boolean[] blank;
@@ -49,8 +46,6 @@ public final class CutFields extends Functions.StringFunction<ArrayData> {
     final boolean[] lead;
 
     Plan(UTF8String planText) {
-      this.text = planText.clone();
-      this.seen = planText;
       String[] items = planText.toString().split("\u0001", -1);
       if (items.length < 2) {
         throw new IllegalArgumentException("logcrnn_fn.cut_fields: bad plan " + planText);
@@ -71,18 +66,14 @@ public final class CutFields extends Functions.StringFunction<ArrayData> {
     }
   }
 
-  private static volatile Plan last;
+  private static final UTF8String NONE = UTF8String.EMPTY_UTF8;
+  private static final ArgCache<Plan> PLANS = new ArgCache<>((plan, none) -> new Plan(plan));
 
   private static Plan plan(UTF8String text) {
     if (text == null) {
       throw new IllegalArgumentException("logcrnn_fn.cut_fields: the plan must not be null");
     }
-    Plan p = last;
-    if (p == null || (p.seen != text && !p.text.equals(text))) {
-      p = new Plan(text);
-      last = p;
-    }
-    return p;
+    return PLANS.get(text, NONE);
   }
 
   private static boolean blank(byte b) {

@@ -25,39 +25,15 @@ public final class ExtractAll extends Functions.StringFunction<ArrayData> {
     super(NAME, DataTypes.createArrayType(DataTypes.StringType), false, "text", "regex", "starts");
   }
 
-  /** A scan with the arguments it was built from (a literal's is the same object each row). */
-  private static final class Built {
-    final UTF8String regex;
-    final UTF8String starts;
-    final UTF8String seenRegex;
-    final UTF8String seenStarts;
-    final Scan scan;
-
-    Built(UTF8String regex, UTF8String starts, Scan scan) {
-      this.regex = regex.clone();
-      this.starts = starts.clone();
-      this.seenRegex = regex;
-      this.seenStarts = starts;
-      this.scan = scan;
-    }
-  }
-
-  private static volatile Built last;
+  private static final ArgCache<Scan> SCANS =
+      new ArgCache<>((regex, starts) -> new Scan(regex.toString(), starts.toString()));
 
   private static Scan scan(UTF8String regex, UTF8String starts) {
     if (regex == null || starts == null) {
       throw new IllegalArgumentException(
           "logcrnn_fn.extract_all: the regex and the starts must not be null");
     }
-    Built b = last;
-    if (b != null
-        && ((b.seenRegex == regex && b.seenStarts == starts)
-            || (b.regex.equals(regex) && b.starts.equals(starts)))) {
-      return b.scan;
-    }
-    b = new Built(regex, starts, new Scan(regex.toString(), starts.toString()));
-    last = b;
-    return b.scan;
+    return SCANS.get(regex, starts);
   }
 
   /** Called by Spark's generated code. */

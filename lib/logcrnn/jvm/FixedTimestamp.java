@@ -32,13 +32,8 @@ public final class FixedTimestamp extends Functions.StringFunction<Long> {
     super(NAME, DataTypes.TimestampType, true, "text", "plan", "zone");
   }
 
-  /** A parsed plan and zone, with the texts they were parsed from. */
+  /** A parsed plan and zone. */
   private static final class Plan {
-    final UTF8String text;
-    final UTF8String zoneText;
-    /** The arguments they were parsed from: a literal's is the same object on every row. */
-    final UTF8String seen;
-    final UTF8String seenZone;
     final int length;
     /** Per letter of "yMdHmsS": position and width, or width 0 when absent. */
     final int[] pos = new int[7];
@@ -47,10 +42,6 @@ public final class FixedTimestamp extends Functions.StringFunction<Long> {
     final boolean utc;
 
     Plan(UTF8String planText, UTF8String zoneText) {
-      this.text = planText.clone();
-      this.zoneText = zoneText.clone();
-      this.seen = planText;
-      this.seenZone = zoneText;
       String[] items = planText.toString().split(";", -1);
       try {
         length = Integer.parseInt(items[0]);
@@ -76,21 +67,14 @@ public final class FixedTimestamp extends Functions.StringFunction<Long> {
     }
   }
 
-  private static volatile Plan last;
+  private static final ArgCache<Plan> PLANS = new ArgCache<>(Plan::new);
 
   private static Plan plan(UTF8String text, UTF8String zone) {
     if (text == null || zone == null) {
       throw new IllegalArgumentException(
           "logcrnn_fn.fixed_timestamp: the plan and the zone must not be null");
     }
-    Plan p = last;
-    if (p == null
-        || !((p.seen == text && p.seenZone == zone)
-            || (p.text.equals(text) && p.zoneText.equals(zone)))) {
-      p = new Plan(text, zone);
-      last = p;
-    }
-    return p;
+    return PLANS.get(text, zone);
   }
 
   /** The number at {@code [pos, pos + width)}, or -1 when a character there is not a digit. */
