@@ -144,14 +144,6 @@ final class Scan {
     return out.length() >= 2 ? out.toString() : null;
   }
 
-  /** The cached scan when it is for this regex and start set, else a new one. */
-  static Scan of(Scan cached, String regex, String starts) {
-    if (cached != null && cached.regex.equals(regex) && cached.starts.equals(starts)) {
-      return cached;
-    }
-    return new Scan(regex, starts);
-  }
-
   private static boolean[] table(String body) {
     boolean[] out = new boolean[128];
     if (body.isEmpty()) {
