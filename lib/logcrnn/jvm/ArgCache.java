@@ -62,10 +62,15 @@ final class ArgCache<T> {
     if (value == null) {
       value = builder.build(a, b);
     }
-    Entry<?>[] next = new Entry<?>[Math.min(known.length + 1, KEEP)];
-    next[0] = new Entry<>(a, b, value);
-    System.arraycopy(known, 0, next, 1, next.length - 1);
-    entries = next;
+    entries = keepNewest(known, new Entry<>(a, b, value));
     return value;
+  }
+
+  /** {@code added}, then the newest of {@code known} (newest first): at most {@value #KEEP}. */
+  static <E> E[] keepNewest(E[] known, E added) {
+    E[] next = java.util.Arrays.copyOf(known, Math.min(known.length + 1, KEEP));
+    System.arraycopy(known, 0, next, 1, next.length - 1);
+    next[0] = added;
+    return next;
   }
 }

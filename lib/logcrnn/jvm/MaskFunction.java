@@ -11,7 +11,8 @@ import java.io.Serializable;
  */
 abstract class MaskFunction implements Serializable {
   private static final long serialVersionUID = 1L;
-  static final int KEEP = 16;
+  static final int KEEP = ArgCache.KEEP;
+  private static final Scan[] NONE = new Scan[0];
 
   private transient volatile Scan[] scans;
 
@@ -21,19 +22,16 @@ abstract class MaskFunction implements Serializable {
       throw new IllegalArgumentException(name + ": token must not be null");
     }
     Scan[] known = scans;
-    int n = known == null ? 0 : known.length;
-    for (int i = 0; i < n; i++) {
-      if (known[i].regex.equals(regex) && known[i].starts.equals(starts)) {
-        return known[i];
+    if (known == null) { // a new or deserialised function
+      known = NONE;
+    }
+    for (Scan s : known) {
+      if (s.regex.equals(regex) && s.starts.equals(starts)) {
+        return s;
       }
     }
     Scan s = new Scan(regex, starts);
-    Scan[] next = new Scan[Math.min(n + 1, KEEP)];
-    next[0] = s;
-    if (n > 0) {
-      System.arraycopy(known, 0, next, 1, next.length - 1);
-    }
-    scans = next;
+    scans = ArgCache.keepNewest(known, s);
     return s;
   }
 }
