@@ -170,6 +170,32 @@ def test_crnn_ignores_content_beyond_length() -> None:
     assert not torch.equal(again.logit, first.logit)
 
 
+def test_a_window_scores_the_same_alone_and_beside_longer_ones() -> None:
+    # a batch runs its first max(length) positions only, so scoring can group windows by
+    # length: a window's outputs must not depend on how long its batch-mates are
+    cfg = CRNNConfig(vocab_size=20, seq_len=12, n_features=2, sem_dim=3, kernels=(2, 3, 5))
+    torch.manual_seed(2)
+    model = CRNN(cfg, np.random.default_rng(2).normal(size=(20, 3))).eval()
+    batch = _batch(cfg, [3, 12, 1, 7, 30])
+    events = torch.randn(5, 12, 3, generator=torch.Generator().manual_seed(3))
+    args = ("sequence", "length", "features", "semantic")
+    with torch.no_grad():
+        together = model(*(batch[a] for a in args), events)
+        for i in range(5):
+            alone = model(*(batch[a][i : i + 1] for a in args), events[i : i + 1])
+            torch.testing.assert_close(alone.logit, together.logit[i : i + 1])
+            torch.testing.assert_close(alone.attention, together.attention[i : i + 1])
+            torch.testing.assert_close(alone.top_states, together.top_states[i : i + 1])
+            assert alone.attention.shape == (1, 12) and alone.top_states.shape == (1, 12, 64)
+    # with autograd (training) the convolution and attention span all 12 positions
+    full = model(*(batch[a] for a in args), events)
+    torch.testing.assert_close(full.logit.detach(), together.logit)
+    torch.testing.assert_close(full.attention.detach(), together.attention)
+    # a batch of none still has the full shapes
+    empty = model(*(batch[a][:0] for a in args), events[:0])
+    assert empty.logit.shape == (0,) and empty.attention.shape == (0, 12)
+
+
 def test_crnn_without_features_or_semantics_runs() -> None:
     cfg = CRNNConfig(vocab_size=9, seq_len=6, n_features=0, sem_dim=0, kernels=(3,), layers=1)
     model = CRNN(cfg)

@@ -95,6 +95,31 @@ def test_score_frame_matches_the_model_and_applies_the_threshold() -> None:
     assert small["score"].to_numpy() == pytest.approx(out["score"].to_numpy(), abs=1e-6)
 
 
+def test_windows_of_mixed_lengths_keep_their_own_scores_and_templates() -> None:
+    # score_frame batches windows by length; every output row must still be its own window's
+    scorer = dataclasses.replace(_scorer(sem_dim=4), batch_size=2)
+    rng = np.random.default_rng(4)
+    scorer = dataclasses.replace(
+        scorer, vectors=TemplateVectors.of({t: rng.normal(size=4) for t in "abcdefg"})
+    )
+    lengths = [6, 2, 4, 1, 6, 3, 5]
+    pdf = _windows(len(lengths))
+    pdf["length"] = lengths
+    # each window's events are its own letter, so a row given another window's attention
+    # would name another template
+    pdf["template_ids"] = [[t] * n for t, n in zip("abcdefg", lengths, strict=True)]
+    seqs = zip(pdf["sequence"], lengths, strict=True)
+    pdf["sequence"] = [list(s[:n]) + [0] * (6 - n) for s, n in seqs]
+    out = score.score_frame(pdf, scorer)
+    assert list(out["window_id"]) == list(pdf["window_id"])
+    for i, t in enumerate("abcdefg"):
+        alone = score.score_frame(pdf.iloc[i : i + 1], scorer)
+        assert float(out["score"].iloc[i]) == pytest.approx(float(alone["score"].iloc[0]), abs=1e-6)
+        assert [x["template_id"] for x in out["top_templates"].iloc[i]] == [t]
+        assert out["top_templates"].iloc[i][0]["weight"] == pytest.approx(1.0, abs=1e-5)
+    assert len(set(np.round(out["score"].to_numpy(), 6))) == len(lengths)
+
+
 def test_top_templates_sum_attention_per_template() -> None:
     att = np.array([0.1, 0.3, 0.2, 0.05, 0.25, 0.1])
     top = score.top_templates(["a", "b", "a", "c", "b", "a"], att, {"a": "open <*>"})

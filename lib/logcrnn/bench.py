@@ -665,21 +665,25 @@ def plain_scores(
     semantic: np.ndarray,
     batch_size: int,
 ) -> np.ndarray:
-    """Plain batched inference: (N, L), (N,), (N, F), (N, D) -> (N,) float64 P(anomalous)."""
+    """Plain batched inference: (N, L), (N,), (N, F), (N, D) -> (N,) float64 P(anomalous).
+
+    Batches of windows of similar length, as :func:`score.score_frame` forms them.
+    """
     import torch
 
     n = len(length)
     out = np.empty(n, dtype=np.float64)
+    order = np.argsort(np.minimum(length, sequence.shape[1]), kind="stable")
     with torch.no_grad():
         for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)
+            rows = order[lo : lo + batch_size]
             logit = model(
-                torch.from_numpy(sequence[lo:hi]),
-                torch.from_numpy(length[lo:hi]),
-                torch.from_numpy(features[lo:hi]),
-                torch.from_numpy(semantic[lo:hi]),
+                torch.from_numpy(sequence[rows]),
+                torch.from_numpy(length[rows]),
+                torch.from_numpy(features[rows]),
+                torch.from_numpy(semantic[rows]),
             ).logit
-            out[lo:hi] = torch.sigmoid(logit).double().numpy()
+            out[rows] = torch.sigmoid(logit).double().numpy()
     return out
 
 

@@ -129,18 +129,21 @@ def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
                                cfg.sem_dim)  # fmt: skip
     scores = np.empty(n, dtype=np.float64)
     attention = np.empty((n, cfg.seq_len), dtype=np.float64)
+    # batches of windows of similar length: the model computes a batch's first
+    # max(length) positions only, and a window's outputs do not depend on its batch
+    order = np.argsort(np.minimum(length, cfg.seq_len), kind="stable")
     with torch.no_grad():
         for lo in range(0, n, scorer.batch_size):
-            hi = min(lo + scorer.batch_size, n)
+            rows = order[lo : lo + scorer.batch_size]
             out = model(
-                torch.from_numpy(sequence[lo:hi]).to(device),
-                torch.from_numpy(length[lo:hi]).to(device),
-                torch.from_numpy(feats[lo:hi]).to(device),
-                None if semantic is None else torch.from_numpy(semantic[lo:hi]).to(device),
-                None if events is None else torch.from_numpy(events[lo:hi]).to(device),
+                torch.from_numpy(sequence[rows]).to(device),
+                torch.from_numpy(length[rows]).to(device),
+                torch.from_numpy(feats[rows]).to(device),
+                None if semantic is None else torch.from_numpy(semantic[rows]).to(device),
+                None if events is None else torch.from_numpy(events[rows]).to(device),
             )
-            scores[lo:hi] = torch.sigmoid(out.logit).double().cpu().numpy()
-            attention[lo:hi] = out.attention.double().cpu().numpy()
+            scores[rows] = torch.sigmoid(out.logit).double().cpu().numpy()
+            attention[rows] = out.attention.double().cpu().numpy()
     tops = [
         top_templates(ids, att, scorer.texts)
         for ids, att in zip(pdf["template_ids"].tolist(), attention, strict=True)

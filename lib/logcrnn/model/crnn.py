@@ -318,11 +318,19 @@ class CRNN(nn.Module):
             )
         if sequence.numel() and (int(sequence.max()) >= cfg.vocab_size or int(sequence.min()) < 0):
             raise DataError(f"CRNN: vocabulary index outside [0, {cfg.vocab_size})")
-        mask = self.valid_mask(length, seq_len)  # (B, L)
         eff = length.clamp(min=1, max=seq_len)
-        seq = sequence.masked_fill(~mask, 0)
+        # the recurrent layers run the batch's first `steps` positions: later ones are
+        # padding in every window.  Without autograd (scoring, validation) every stage runs
+        # on those `span` positions only and the outputs are padded back to L at the end; with
+        # it the convolution and attention keep all L, so the gradients, and the weights
+        # training gives, stay those of the full-length computation (a shorter span changes
+        # their rounding, not what any output reads).
+        steps = int(eff.max()) if batch else 1
+        span = seq_len if torch.is_grad_enabled() else steps
+        mask = self.valid_mask(length, seq_len)[:, :span]  # (B, T)
+        seq = sequence[:, :span].masked_fill(~mask, 0)
 
-        x = self.embedding(seq)  # Eq. 1: (B, L, E)
+        x = self.embedding(seq)  # Eq. 1: (B, T, E)
         if cfg.sem_dim:
             if event_vectors is not None and cfg.event_vectors:
                 if tuple(event_vectors.shape) != (batch, seq_len, cfg.sem_dim):
@@ -330,31 +338,30 @@ class CRNN(nn.Module):
                         f"CRNN: event vectors of shape {tuple(event_vectors.shape)}, the model "
                         f"takes (B, {cfg.seq_len}, {cfg.sem_dim})"
                     )
-                sem = event_vectors.to(x.dtype)
+                sem = event_vectors[:, :span].to(x.dtype)
             else:
                 sem = self.template_vectors[seq]
-            x = torch.cat([x, sem], dim=-1)  # Eq. 2: (B, L, E + D)
+            x = torch.cat([x, sem], dim=-1)  # Eq. 2: (B, T, E + D)
         x = x * mask.unsqueeze(-1).to(x.dtype)
 
-        xc = x.transpose(1, 2)  # (B, E + D, L)
+        xc = x.transpose(1, 2)  # (B, E + D, T)
         branches = []
         for conv_k, act, k in zip(self.convs, self.conv_acts, cfg.kernels, strict=True):
             # "same" length: (k - 1) // 2 zeros before, k // 2 after (even widths look ahead)
             branches.append(act(conv_k(F.pad(xc, ((k - 1) // 2, k // 2)))))
         conv = torch.cat(branches, dim=1)
-        layer_in = self.dropout(conv.transpose(1, 2))  # Eq. 6: (B, L, C * K)
+        layer_in = self.dropout(conv.transpose(1, 2))  # Eq. 6: (B, T, C * K)
 
-        steps = int(eff.max())
         rows = torch.arange(batch, device=sequence.device)
         outs: list[Tensor] = []
         for q, gru in enumerate(self.grus):
-            outs.append(gru(layer_in, outs[-1] if outs else None, steps))  # (B, L, H)
+            outs.append(gru(layer_in, outs[-1] if outs else None, steps))  # (B, T, H)
             if q + 1 < len(self.grus):
                 layer_in = self.dropout(outs[-1])
         finals = [out[rows, eff - 1] for out in outs]  # h_T^(q): Q x (B, H)
-        top = outs[-1] * mask.unsqueeze(-1).to(outs[-1].dtype)  # (B, L, H)
+        top = outs[-1] * mask.unsqueeze(-1).to(outs[-1].dtype)  # (B, T, H)
 
-        scores = self.attn_v(torch.tanh(self.attn_w(top))).squeeze(-1)  # (B, L)
+        scores = self.attn_v(torch.tanh(self.attn_w(top))).squeeze(-1)  # (B, T)
         scores = scores.clamp(-_SCORE_CLIP, _SCORE_CLIP).masked_fill(~mask, float("-inf"))
         attention = torch.softmax(scores, dim=1)
         pooled = torch.bmm(attention.unsqueeze(1), top).squeeze(1)  # (B, H)
@@ -378,6 +385,9 @@ class CRNN(nn.Module):
         head_in = torch.cat(parts, dim=1) if len(parts) > 1 else fused
         hidden = self.dropout(F.silu(self.head_hidden(head_in)))
         logit = self.head_out(hidden).squeeze(-1)
+        if span < seq_len:
+            attention = F.pad(attention, (0, seq_len - span))
+            top = F.pad(top, (0, 0, 0, seq_len - span))
         return CRNNOutput(logit=logit, attention=attention, top_states=top)
 
     def training_table(self) -> np.ndarray | None:
