@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import logging
 import shutil
 import threading
 from datetime import datetime
@@ -19,7 +20,7 @@ from pyspark.sql import SparkSession
 
 from logcrnn import score
 from logcrnn.cli import main
-from logcrnn.config import Config
+from logcrnn.config import Config, ScoreSettings
 from logcrnn.errors import DataError
 from logcrnn.lake import Lake
 from logcrnn.model.crnn import CRNN, CRNNConfig
@@ -247,6 +248,34 @@ def test_two_scoring_runs_at_once_leave_one_consistent_partition(scored_lake: An
     }
     for r in reports:
         assert r.windows == n_windows and r.model_version == scored_lake.model.version
+
+
+@pytest.mark.slow
+def test_the_report_counts_events_of_templates_unseen_in_training(
+    scored_lake: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from logcrnn.model.artifact import current_artifact, load_artifact
+
+    lake, conf = scored_lake.lake, scored_lake.conf
+    model = load_artifact(current_artifact(lake.root, "bgl", conf.train.models_dir)).model
+    seq_len, vocab = model.config.seq_len, model.config.vocab_size
+    rows = lake.read("gold.windows", N2, "bgl").select("length", "sequence").collect()
+    read = [list(r.sequence)[: min(r.length, seq_len)] for r in rows]
+    events = sum(len(seq) for seq in read)
+    unseen = sum(1 for seq in read for x in seq if x == 1 or x >= vocab)
+    report = score.score_night(lake.spark, conf, lake, "bgl", N2)
+    assert (report.events, report.unseen_events) == (events, unseen)
+    assert 0 < unseen < events  # the scored night has templates the training night had not
+    assert report.as_dict()["unseen_share"] == pytest.approx(unseen / events, abs=1e-6)
+    # a warning above the configured share only
+    for share, warned in ((1.0, False), (unseen / events / 2, True)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="logcrnn.score"):
+            again = score.score_night(
+                lake.spark, dataclasses.replace(conf, score=ScoreSettings(share)), lake, "bgl", N2
+            )
+        assert again.unseen_events == unseen
+        assert ("not trained on" in caplog.text) is warned, caplog.text
 
 
 @pytest.mark.slow

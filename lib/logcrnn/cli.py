@@ -598,7 +598,8 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
         print(
             f"{report.source} {report.night}: {report.windows} windows scored, "
             f"{report.anomalies} anomalous (threshold {report.threshold:.3f}, model "
-            f"{report.model_version}), {report.seconds:.1f}s -> gold.anomalies v{report.version}"
+            f"{report.model_version}), {100 * report.unseen_share:.1f}% of events unseen in "
+            f"training, {report.seconds:.1f}s -> gold.anomalies v{report.version}"
         )
     return report.as_dict()
 

@@ -203,6 +203,24 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class ScoreSettings:
+    """``logcrnn score``: how a night's scoring is reported.
+
+    ``unseen_warn``: a night whose windows hold a larger share of events with templates the
+    model was not trained on (vocabulary index unknown) is scored, and logged as a warning
+    that the model may be out of date (1: never).
+    """
+
+    unseen_warn: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.unseen_warn <= 1.0:
+            raise ConfigError(
+                f"score.unseen_warn: expected a share in [0, 1], got {self.unseen_warn}"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job configuration (one frozen tree)."""
 
@@ -212,6 +230,7 @@ class Config:
     mining: MiningSettings = field(default_factory=MiningSettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    score: ScoreSettings = field(default_factory=ScoreSettings)
     sources_dir: str = "sources"
     #: The file this config was loaded from (set by the loader, not by users).
     path: str = ""

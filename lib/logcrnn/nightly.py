@@ -117,6 +117,9 @@ def summary(result: dict[str, Any]) -> list[str]:
             elif stage.startswith("windows"):
                 what = f"{sum(rep['windows'].values())} windows"
             else:
-                what = f"{rep['windows']} windows scored, {rep['anomalies']} anomalous"
+                what = (
+                    f"{rep['windows']} windows scored, {rep['anomalies']} anomalous, "
+                    f"{100 * rep.get('unseen_share', 0.0):.1f}% of events unseen in training"
+                )
             lines.append(f"  {source:8} {stage:18} {what}")
     return lines

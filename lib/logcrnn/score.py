@@ -227,9 +227,32 @@ class ScoreReport:
     threshold: float
     seconds: float
     version: int | None = None
+    #: events the model read (each window's first ``seq_len``), and those of them whose
+    #: template it was not trained on (:func:`unseen_events`)
+    events: int = 0
+    unseen_events: int = 0
+
+    @property
+    def unseen_share(self) -> float:
+        return self.unseen_events / self.events if self.events else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "unseen_share": round(self.unseen_share, 6)}
+
+
+def unseen_events(windows: DataFrame, seq_len: int, vocab_size: int) -> tuple[int, int]:
+    """(events, unseen) over ``windows``: the events a model of ``seq_len`` and
+    ``vocab_size`` reads (each window's first ``min(length, seq_len)``), and those among them
+    whose vocabulary index is the unknown id (1) or outside the model's vocabulary, as
+    :func:`score_frame` reads them.  Padding (0) is neither."""
+    visible = F.slice("sequence", 1, seq_len)
+    row = windows.agg(
+        F.sum(F.least(F.col("length"), F.lit(seq_len))).alias("events"),
+        F.sum(F.size(F.filter(visible, lambda x: (x == 1) | (x >= vocab_size)))).alias("unseen"),
+    ).first()
+    if row is None:
+        return 0, 0
+    return int(row["events"] or 0), int(row["unseen"] or 0)
 
 
 def score_night(
@@ -284,9 +307,11 @@ def score_night(
         vectors=vectors,
     )
     scored_at = datetime.now(UTC)
+    events, unseen = 0, 0
     if windows is None:
         rows = spark.createDataFrame([], OUTPUT_DDL)
     else:
+        events, unseen = unseen_events(windows, cfg_model.seq_len, cfg_model.vocab_size)
         rows = score_windows(spark, windows, scorer)
     out = rows.select(
         F.lit(night).alias("night"),
@@ -305,7 +330,7 @@ def score_night(
     n = int(counts.n) if counts else 0
     if n == 0:
         log.warning("%s %s: no windows to score; wrote an empty partition", source, night)
-    return ScoreReport(
+    report = ScoreReport(
         source=source,
         night=str(night),
         windows=n,
@@ -315,4 +340,15 @@ def score_night(
         threshold=float(art.threshold),
         seconds=round(time.perf_counter() - started, 2),
         version=version,
+        events=events,
+        unseen_events=unseen,
     )
+    if report.unseen_share > cfg.score.unseen_warn:
+        log.warning(
+            "%s %s: %.1f%% of the %d events scored have templates the model %s was not "
+            "trained on (score.unseen_warn %.1f%%): its scores may be out of date; train a "
+            "model on recent nights",
+            source, night, 100 * report.unseen_share, events, art.version,
+            100 * cfg.score.unseen_warn,
+        )  # fmt: skip
+    return report
