@@ -111,6 +111,8 @@ def test_windows_of_mixed_lengths_keep_their_own_scores_and_templates() -> None:
     pdf["template_ids"] = [[t] * n for t, n in zip("abcdefg", lengths, strict=True)]
     seqs = zip(pdf["sequence"], lengths, strict=True)
     pdf["sequence"] = [list(s[:n]) + [0] * (6 - n) for s, n in seqs]
+    pdf.at[1, "sequence"] = [1, 9, 0, 0, 0, 0]  # unknown, and outside the vocabulary (8)
+    pdf.at[3, "sequence"] = [1, 0, 0, 0, 0, 0]
     out = score.score_frame(pdf, scorer)
     assert list(out["window_id"]) == list(pdf["window_id"])
     for i, t in enumerate("abcdefg"):
@@ -119,6 +121,12 @@ def test_windows_of_mixed_lengths_keep_their_own_scores_and_templates() -> None:
         assert [x["template_id"] for x in out["top_templates"].iloc[i]] == [t]
         assert out["top_templates"].iloc[i][0]["weight"] == pytest.approx(1.0, abs=1e-5)
     assert len(set(np.round(out["score"].to_numpy(), 6))) == len(lengths)
+    # the events each window's model read, and those of unknown templates among them
+    assert list(out["events"]) == lengths
+    assert list(out["unseen_events"]) == [
+        sum(1 for x in s[:n] if x == 1 or x >= 8)
+        for s, n in zip(pdf["sequence"], lengths, strict=True)
+    ]
 
 
 def test_top_templates_sum_attention_per_template() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from logcrnn.config import Config, load_source
@@ -53,8 +53,12 @@ OUTPUT_DDL = (
     "window_id string, kind string, key string, start_ts timestamp, end_ts timestamp, "
     "score double, is_anomaly boolean, top_templates array<struct<template_id: string, "
     "template: string, weight: double>>, label int, first_file string, first_line long, "
-    "last_file string, last_line long"
+    "last_file string, last_line long, events int, unseen_events int"
 )
+#: Columns of the UDF's output that gold.anomalies does not keep: the events the model read
+#: (each window's first ``seq_len``) and those of templates it was not trained on (the
+#: unknown id, or an index outside its vocabulary), summed into the night's report.
+COUNT_COLUMNS = ("events", "unseen_events")
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     sequence = _fixed_width(pdf, "sequence", cfg.seq_len, np.int64)
     sequence = np.where(sequence >= cfg.vocab_size, 1, sequence)  # unseen -> unknown
     length = pdf["length"].to_numpy(dtype=np.int64)
+    read = np.arange(cfg.seq_len)[None, :] < np.minimum(length, cfg.seq_len)[:, None]
     pick = list(scorer.feature_index)
     feats = np.zeros((n, len(pick)), dtype=np.float32)
     if pick:
@@ -163,6 +168,8 @@ def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
             "first_line": pdf["first_line"],
             "last_file": pdf["last_file"],
             "last_line": pdf["last_line"],
+            "events": read.sum(axis=1).astype(np.int32),
+            "unseen_events": ((sequence == 1) & read).sum(axis=1).astype(np.int32),
         }
     )
 
@@ -227,8 +234,8 @@ class ScoreReport:
     threshold: float
     seconds: float
     version: int | None = None
-    #: events the model read (each window's first ``seq_len``), and those of them whose
-    #: template it was not trained on (:func:`unseen_events`)
+    #: events the model read, and those of them whose template it was not trained on
+    #: (:data:`COUNT_COLUMNS`)
     events: int = 0
     unseen_events: int = 0
 
@@ -238,21 +245,6 @@ class ScoreReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "unseen_share": round(self.unseen_share, 6)}
-
-
-def unseen_events(windows: DataFrame, seq_len: int, vocab_size: int) -> tuple[int, int]:
-    """(events, unseen) over ``windows``: the events a model of ``seq_len`` and
-    ``vocab_size`` reads (each window's first ``min(length, seq_len)``), and those among them
-    whose vocabulary index is the unknown id (1) or outside the model's vocabulary, as
-    :func:`score_frame` reads them.  Padding (0) is neither."""
-    visible = F.slice("sequence", 1, seq_len)
-    row = windows.agg(
-        F.sum(F.least(F.col("length"), F.lit(seq_len))).alias("events"),
-        F.sum(F.size(F.filter(visible, lambda x: (x == 1) | (x >= vocab_size)))).alias("unseen"),
-    ).first()
-    if row is None:
-        return 0, 0
-    return int(row["events"] or 0), int(row["unseen"] or 0)
 
 
 def score_night(
@@ -307,12 +299,13 @@ def score_night(
         vectors=vectors,
     )
     scored_at = datetime.now(UTC)
-    events, unseen = 0, 0
+    # the counts are summed as the rows are written (gold.anomalies drops their columns)
+    counted = Observation()
     if windows is None:
         rows = spark.createDataFrame([], OUTPUT_DDL)
     else:
-        events, unseen = unseen_events(windows, cfg_model.seq_len, cfg_model.vocab_size)
         rows = score_windows(spark, windows, scorer)
+    rows = rows.observe(counted, *(F.sum(c).alias(c) for c in COUNT_COLUMNS))
     out = rows.select(
         F.lit(night).alias("night"),
         F.lit(source).alias("source"),
@@ -322,6 +315,7 @@ def score_night(
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
     )
     version = lake.write(out, ANOMALIES, night, source)
+    events, unseen = (int(counted.get.get(c) or 0) for c in COUNT_COLUMNS)
     counts = (
         lake.read(ANOMALIES, night, source)
         .agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("is_anomaly").cast("int")).alias("a"))
