@@ -671,12 +671,11 @@ def plain_scores(
     """
     import torch
 
-    n = len(length)
-    out = np.empty(n, dtype=np.float64)
-    order = np.argsort(np.minimum(length, sequence.shape[1]), kind="stable")
+    from logcrnn.score import batches_by_length
+
+    out = np.empty(len(length), dtype=np.float64)
     with torch.no_grad():
-        for lo in range(0, n, batch_size):
-            rows = order[lo : lo + batch_size]
+        for rows in batches_by_length(length, sequence.shape[1], batch_size):
             logit = model(
                 torch.from_numpy(sequence[rows]),
                 torch.from_numpy(length[rows]),

@@ -119,7 +119,7 @@ def summary(result: dict[str, Any]) -> list[str]:
             else:
                 what = (
                     f"{rep['windows']} windows scored, {rep['anomalies']} anomalous, "
-                    f"{100 * rep.get('unseen_share', 0.0):.1f}% of events unseen in training"
+                    f"{100 * rep['unseen_share']:.1f}% of events unseen in training"
                 )
             lines.append(f"  {source:8} {stage:18} {what}")
     return lines

@@ -107,6 +107,15 @@ def _fixed_width(pdf: pd.DataFrame, column: str, width: int, dtype: Any) -> np.n
     return np.asarray(np.stack(values), dtype=dtype)
 
 
+def batches_by_length(length: np.ndarray, seq_len: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Row indices of ``length``'s windows in batches of at most ``batch_size``, the windows
+    ordered by their length up to ``seq_len`` (stable): the CRNN computes a batch's first
+    max(length) positions only, and a window's outputs do not depend on its batch."""
+    order = np.argsort(np.minimum(length, seq_len), kind="stable")
+    for lo in range(0, len(order), batch_size):
+        yield order[lo : lo + batch_size]
+
+
 def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     """Windows (:data:`INPUT_COLUMNS`) -> results (:data:`OUTPUT_DDL`), one row per window."""
     import torch
@@ -134,12 +143,8 @@ def score_frame(pdf: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
                                cfg.sem_dim)  # fmt: skip
     scores = np.empty(n, dtype=np.float64)
     attention = np.empty((n, cfg.seq_len), dtype=np.float64)
-    # batches of windows of similar length: the model computes a batch's first
-    # max(length) positions only, and a window's outputs do not depend on its batch
-    order = np.argsort(np.minimum(length, cfg.seq_len), kind="stable")
     with torch.no_grad():
-        for lo in range(0, n, scorer.batch_size):
-            rows = order[lo : lo + scorer.batch_size]
+        for rows in batches_by_length(length, cfg.seq_len, scorer.batch_size):
             out = model(
                 torch.from_numpy(sequence[rows]).to(device),
                 torch.from_numpy(length[rows]).to(device),
