@@ -163,7 +163,16 @@ def test_nightly_dag_defaults(default_graph: dict[str, Any]) -> None:
     dag = default_graph["dags"]["logcrnn_nightly"]
     assert (dag["schedule"], dag["catchup"], dag["max_active_runs"]) == ("@daily", True, 1)
     tasks = dag["tasks"]
+    upkeep = tasks.pop("maintain_lake")
     assert set(tasks) == {f"{stage}_hdfs" for stage in STAGES}
+    assert upkeep["upstream"] == ["score_hdfs"]  # the run's last task
+    application = Path(upkeep["rendered"]["application"])
+    assert application == REPO / "jobs" / "maintain_lake.py" and application.is_file()
+    assert options(upkeep["rendered"]["application_args"]) == {
+        "--conf": str(REPO / "conf" / "cluster.yaml"),
+        "--lake": str(REPO / "lake"),
+        "--date": NIGHT,
+    }
     chain = [f"{stage}_hdfs" for stage in STAGES]
     assert [tasks[t]["upstream"] for t in chain] == [[], *([t] for t in chain[:-1])]
     assert tasks["mine_hdfs"]["depends_on_past"]  # Drain3 state goes night by night
@@ -202,6 +211,9 @@ def test_dags_follow_variables(airflow_env: dict[str, str]) -> None:
     }
     dags = dag_graph(airflow_env, variables)["dags"]
     nightly, retrain = dags["logcrnn_nightly"]["tasks"], dags["logcrnn_retrain"]["tasks"]
+    upkeep = nightly.pop("maintain_lake")
+    assert upkeep["upstream"] == ["score_bgl", "score_hdfs"]  # after every source
+    assert options(upkeep["rendered"]["application_args"])["--lake"] == "s3a://bucket/lake"
     assert set(nightly) == {f"{stage}_{s}" for stage in STAGES for s in ("hdfs", "bgl")}
     assert set(retrain) == {f"{prefix}_{s}" for prefix in RETRAIN for s in ("hdfs", "bgl")}
     assert nightly["windows_bgl"]["upstream"] == ["mine_bgl"]  # one chain per source
@@ -261,21 +273,32 @@ def crontab() -> tuple[dict[str, str], list[tuple[list[str], str]]]:
     return env, jobs
 
 
-def test_crontab_line_parses() -> None:
+def test_crontab_lines_parse() -> None:
     env, jobs = crontab()
-    assert len(jobs) == 1
-    fields, command = jobs[0]
-    assert len(fields) == 5
-    for field, (low, high), names in zip(fields, CRON_FIELDS, CRON_NAMES, strict=True):
-        assert cron_field_ok(field, low, high, names), field
-    assert len(command) < 1000  # cron's command length limit
-    assert not re.search(r"(?<!\\)%", command)  # cron ends the command at an unescaped %
+    assert len(jobs) == 2  # nightly, and the weekly lake upkeep
     assert env.get("SHELL") == "/bin/bash"
-    script = command.replace(r"\%", "%")
-    done = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    scripts = []
+    for fields, command in jobs:
+        assert len(fields) == 5
+        for field, (low, high), names in zip(fields, CRON_FIELDS, CRON_NAMES, strict=True):
+            assert cron_field_ok(field, low, high, names), field
+        assert len(command) < 1000  # cron's command length limit
+        assert not re.search(r"(?<!\\)%", command)  # cron ends the command at an unescaped %
+        script = command.replace(r"\%", "%")
+        done = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        scripts.append(script)
+    nightly, upkeep = scripts
     for part in ("flock", ".venv/bin/logcrnn nightly", "--source", "--date", ">> logs/"):
-        assert part in script
+        assert part in nightly
+    for part in (".venv/bin/logcrnn maintain", "--date", ">> logs/maintain.log"):
+        assert part in upkeep
+    # the same lock: upkeep never runs beside a night
+    assert (
+        "flock -w 43200 logs/nightly.lock" in nightly
+        and "flock -w 43200 logs/nightly.lock" in upkeep
+    )
+    assert jobs[1][0][4] == "0"  # weekly, on Sundays
 
 
 @pytest.mark.parametrize("exit_code", [0, 3])

@@ -1,4 +1,5 @@
-"""Airflow DAGs for logcrnn: ``logcrnn_nightly`` (daily) and ``logcrnn_retrain`` (weekly).
+"""Airflow DAGs for logcrnn: ``logcrnn_nightly`` (daily, lake upkeep included) and
+``logcrnn_retrain`` (weekly).
 
 One ``SparkSubmitOperator`` per stage and source, each running a thin entry of ``jobs/`` with
 the command-line contract of the project (``--conf FILE --lake DIR`` and the stage's own
@@ -75,12 +76,13 @@ DEFAULT_ARGS = {
 }
 
 
-def spark_job(task_id: str, job: str, source: str, args: list[str]) -> SparkSubmitOperator:
-    """``spark-submit --py-files <wheel> jobs/<job>.py --conf C --lake L <args>``."""
+def spark_job(task_id: str, job: str, source: str | None, args: list[str]) -> SparkSubmitOperator:
+    """``spark-submit --py-files <wheel> jobs/<job>.py --conf C --lake L [--source S] <args>``."""
+    by_source = ["--source", source] if source else []
     return SparkSubmitOperator(
         task_id=task_id,
         application=f"{JOBS}/{job}.py",
-        application_args=["--conf", CONF, "--lake", LAKE, "--source", source, *args],
+        application_args=["--conf", CONF, "--lake", LAKE, *by_source, *args],
         py_files=PY_FILES,
         conn_id=SPARK_CONN_ID,
         name=f"logcrnn-{task_id}",
@@ -103,6 +105,11 @@ def spark_job(task_id: str, job: str, source: str, args: list[str]) -> SparkSubm
 # date order: mine has depends_on_past (mine D waits for mine D-1 to have succeeded), and
 # max_active_runs=1 with catchup runs a backlog one night at a time, oldest first.  Windows
 # D-1 read events of D-2..D, all mined once mine D has succeeded.
+#
+# Lake upkeep closes each run, after every source's score, so it never commits beside a stage
+# of the same lake: nights past their retention (conf ``retention:``) are dropped and files
+# unused for ``retention.vacuum_hours`` deleted (it only lists files when there is nothing to
+# do).
 with DAG(
     dag_id="logcrnn_nightly",
     description="ingest, mine, windows and score, every night and source",
@@ -113,6 +120,7 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["logcrnn"],
 ) as nightly:
+    scores = []
     for source in SOURCES:
         ingest = spark_job(
             f"ingest_{source}",
@@ -127,6 +135,9 @@ with DAG(
         )
         score = spark_job(f"score_{source}", "score_windows", source, ["--date", PREVIOUS_NIGHT])
         ingest >> mine >> windows >> score
+        scores.append(score)
+    upkeep = spark_job("maintain_lake", "maintain_lake", None, ["--date", NIGHT])
+    scores >> upkeep
 
 
 # Weekly retraining.  The run with logical date W starts at W+7 and trains on the seven nights

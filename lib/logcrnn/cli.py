@@ -229,6 +229,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--labels", default=None, help="session labels, if known")
 
+    p = sub.add_parser(
+        "maintain", help="lake upkeep: drop nights past their retention, vacuum unused files"
+    )
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--date", required=True, help="the night retention counts back from, YYYY-MM-DD")
+    p.add_argument("--table", action="append", default=None, help="only this table (repeatable)")
+    p.add_argument("--source", default=None, help="drop only this source's old nights")
+    p.add_argument(
+        "--retain-hours",
+        type=int,
+        default=None,
+        help="delete unused files older than this (default retention.vacuum_hours)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="report what would be dropped and deleted"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="vacuum below the tables' minimum retention (a week)",
+    )
+
     p = sub.add_parser("demo", help="the pipeline on the bundled sample, local Spark")
     _common(p)
     _json_flag(p)
@@ -617,6 +640,35 @@ def cmd_nightly(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_maintain(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import maintain
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    if args.source is not None:
+        from logcrnn.config import load_source
+
+        load_source(cfg, args.source)
+    with spark_session("maintain_lake", cfg.spark) as spark:
+        report = maintain.run(
+            Lake.from_settings(spark, cfg.lake),
+            cfg,
+            args.date,
+            tables=args.table,
+            source=args.source,
+            vacuum_hours=args.retain_hours,
+            dry_run=args.dry_run,
+            force=args.force,
+        )
+    if not args.json:
+        dry = " (dry run: nothing changed)" if report.dry_run else ""
+        print(f"logcrnn maintain {report.night}: files unused for {report.vacuum_hours:g} h{dry}")
+        for line in report.summary():
+            print(line)
+    return report.as_dict()
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from logcrnn import demo
 
@@ -642,6 +694,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "score": cmd_score,
     "nightly": cmd_nightly,
+    "maintain": cmd_maintain,
     "demo": cmd_demo,
 }
 

@@ -221,6 +221,43 @@ class ScoreSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """``logcrnn maintain``: how long the lake keeps what.
+
+    ``vacuum_hours``: files no current row lives in (replaced or dropped nights, files of a
+    killed write) are deleted once they are this old; until then earlier table versions stay
+    readable.  It must outlast the longest job, which may roll back to the version it started
+    from.  ``bronze_raw_lines``, ``silver_events``, ``gold_windows``, ``gold_anomalies``: nights
+    older than this many days before the maintained date are dropped from that table (0: kept
+    for ever).  The other tables hold state later nights read (templates, miner state, counts,
+    statistics, feature scores), are small, and are never dropped.
+    """
+
+    vacuum_hours: int = 168
+    bronze_raw_lines: int = 0
+    silver_events: int = 0
+    gold_windows: int = 0
+    gold_anomalies: int = 0
+
+    def __post_init__(self) -> None:
+        if self.vacuum_hours < 0:
+            raise ConfigError(f"retention.vacuum_hours: expected >= 0, got {self.vacuum_hours}")
+        for f in dataclasses.fields(self):
+            if f.name != "vacuum_hours" and getattr(self, f.name) < 0:
+                raise ConfigError(
+                    f"retention.{f.name}: expected days >= 0 (0: keep), got {getattr(self, f.name)}"
+                )
+
+    def keep_days(self) -> dict[str, int]:
+        """``{table: days}`` of the tables whose old nights are dropped."""
+        return {
+            f.name.replace("_", ".", 1): getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "vacuum_hours" and getattr(self, f.name) > 0
+        }
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job configuration (one frozen tree)."""
 
@@ -231,6 +268,7 @@ class Config:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     score: ScoreSettings = field(default_factory=ScoreSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     sources_dir: str = "sources"
     #: The file this config was loaded from (set by the loader, not by users).
     path: str = ""

@@ -303,6 +303,133 @@ class Lake:
         log.warning("%s: %s restored as of version %s", table, values, version)
 
     # ---------------------------------------------------------------------------------------
+    # maintenance
+
+    def nights(self, table: str, source: str | None = None) -> list[tuple[str, str | None, int]]:
+        """``(night, source, rows)`` of every partition the current version holds, oldest
+        first (``source`` None for tables without it; rows from the Delta log's statistics,
+        -1 where a file has none)."""
+        spec = table_spec(table)
+        counts: dict[tuple[str, str | None], int] = {}
+        if self.backend == "delta-spark":
+            cols = [c for c in ("night", "source") if c in spec.partition_by]
+            df = self.read(table, source=source).groupBy(*cols).count()
+            for r in df.collect():
+                key = (str(r["night"]), r["source"] if "source" in cols else None)
+                counts[key] = int(r["count"])
+        else:
+            import pyarrow as pa
+
+            actions = pa.table(self._dt(table).get_add_actions(flatten=True)).to_pylist()
+            for a in actions:
+                src = a.get("partition.source") if "source" in spec.partition_by else None
+                if source is not None and src != source:
+                    continue
+                key = (str(a["partition.night"]), src)
+                rows = a.get("num_records")
+                old = counts.get(key, 0)
+                counts[key] = -1 if rows is None or old < 0 else old + int(rows)
+        return sorted((n, s, r) for (n, s), r in counts.items())
+
+    def drop_nights(self, table: str, before: date | str, source: str | None = None) -> int | None:
+        """Remove every night older than ``before`` (of ``source`` only, when given) as one
+        commit; returns the new version, or None when there was nothing to remove.
+
+        Only the Delta log changes: the files stay, readable by earlier versions, until a
+        :meth:`vacuum` older than the retention period deletes them.
+        """
+        spec = table_spec(table)
+        cutoff = str(date.fromisoformat(str(before)))
+        if "source" not in spec.partition_by and source is not None:
+            raise UsageError(f"{table} is not partitioned by source")
+        if not self.exists(table) or not [
+            n for n, _, _ in self.nights(table, source) if n < cutoff
+        ]:
+            return None
+        where = f"night < '{cutoff}'" + (f" AND source = '{source}'" if source else "")
+        if self.backend == "delta-spark":
+            self.spark.sql(f"DELETE FROM delta.`{self.path(table)}` WHERE {where}")
+        else:
+            from deltalake import CommitProperties
+
+            self._dt(table).delete(
+                where,
+                commit_properties=CommitProperties(
+                    custom_metadata={
+                        "logcrnn.dropped_before": cutoff,
+                        "logcrnn.source": source or "",
+                    }
+                ),
+            )
+        version = self.version(table)
+        log.info("%s v%d: nights before %s dropped (%s)", table, version, cutoff, source or "all")
+        return version
+
+    def vacuum(
+        self, table: str, retain_hours: int, dry_run: bool = False, force: bool = False
+    ) -> list[tuple[str, int]]:
+        """Delete the files no current row lives in that are older than ``retain_hours``:
+        files of replaced or dropped nights, and files a killed write left uncommitted.
+
+        Returns ``(path under the table, bytes)`` of each file deleted (or, ``dry_run``, that
+        would be).  Earlier versions that read those files can no longer be read, and a job
+        rolling back its night restores files of the version it started from, so the retention
+        must outlast the longest job.  Below the table's ``delta.deletedFileRetentionDuration``
+        (a week by default) Delta refuses unless ``force``.
+        """
+        if retain_hours < 0:
+            raise UsageError(f"vacuum: retention must be >= 0 hours, got {retain_hours}")
+        if not self.exists(table):
+            return []
+        hours = int(retain_hours)
+        path = self.path(table)
+        fs = _HadoopFS(self.spark, path)
+        if self.backend == "delta-spark":
+            check = "spark.databricks.delta.retentionDurationCheck.enabled"
+            if force:
+                self.spark.conf.set(check, "false")
+            try:
+                rows = self.spark.sql(
+                    f"VACUUM delta.`{path}` RETAIN {hours} HOURS DRY RUN"
+                ).collect()
+                names = [str(r[0]).split(f"{path}/", 1)[-1] for r in rows]
+                sized = [(n, fs.size(f"{path}/{n}")) for n in names]
+                if not dry_run and names:
+                    self.spark.sql(f"VACUUM delta.`{path}` RETAIN {hours} HOURS")
+            except Exception as exc:
+                raise LakeError(f"vacuum of {table} failed: {_short(exc)}") from exc
+            finally:
+                if force:
+                    self.spark.conf.unset(check)
+            return sized
+        try:
+            names = self._dt(table).vacuum(
+                retention_hours=hours,
+                dry_run=True,
+                enforce_retention_duration=not force,
+                full=True,
+            )
+            sized = [(n, fs.size(f"{path}/{n}")) for n in sorted(names)]
+            if not dry_run and names:
+                done = set(
+                    self._dt(table).vacuum(
+                        retention_hours=hours,
+                        dry_run=False,
+                        enforce_retention_duration=not force,
+                        full=True,
+                    )
+                )
+                sized = [(n, b) for n, b in sized if n in done]
+                for folder in sorted({n.rsplit("/", 1)[0] for n in done if "/" in n}):
+                    fs.delete_if_empty(f"{path}/{folder}")
+        except Exception as exc:
+            msg = _short(exc)
+            if "minimum retention" in msg:
+                msg += " (use --force to vacuum sooner, knowing earlier versions become unreadable)"
+            raise LakeError(f"vacuum of {table} failed: {msg}") from exc
+        return sized
+
+    # ---------------------------------------------------------------------------------------
     # reading
 
     def schema(self, table: str) -> StructType:
@@ -470,6 +597,23 @@ class _HadoopFS:
             return int(reader.getRecordCount())
         finally:
             reader.close()
+
+    def size(self, uri: str) -> int:
+        """Bytes of the file at ``uri``; 0 when it is gone."""
+        try:
+            return int(self._fs.getFileStatus(self._path(uri)).getLen())
+        except Exception:  # FileNotFoundException: deleted meanwhile
+            return 0
+
+    def delete_if_empty(self, uri: str) -> None:
+        """Delete the folder ``uri`` if it exists and holds nothing (object stores have no
+        folders: nothing to do there)."""
+        try:
+            folder = self._path(uri)
+            if self._fs.isDirectory(folder) and not self._fs.listStatus(folder):
+                self._fs.delete(folder, False)
+        except Exception:  # best effort: an empty folder costs nothing
+            log.debug("could not remove the empty folder %s", uri)
 
     def delete(self, uri: str) -> None:
         try:
