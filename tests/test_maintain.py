@@ -120,6 +120,11 @@ def test_dropping_old_nights_is_one_commit_that_keeps_their_files_for_the_retent
     _age(table_dir)
     assert _data(lake.vacuum("scratch.t", 168)) == set()  # dropped now: kept for a week
     assert _parquet(table_dir) == files
+    # a week later (here: no retention) they go, and their nights' folders with them
+    dropped = {f for f in files if not f.startswith("night=2024-01-03/")}
+    assert dropped and _data(lake.vacuum("scratch.t", 0, force=True)) == dropped
+    assert sorted(p.name for p in table_dir.iterdir()) == ["_delta_log", "night=2024-01-03"]
+    assert _ids(lake.read("scratch.t")) == [("2024-01-03", 20), ("2024-01-03", 21)]
 
 
 def _ingest(lake: str, tmp_path: Path, night: str, lines: int) -> None:

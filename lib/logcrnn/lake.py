@@ -342,6 +342,8 @@ class Lake:
         cutoff = str(date.fromisoformat(str(before)))
         if "source" not in spec.partition_by and source is not None:
             raise UsageError(f"{table} is not partitioned by source")
+        if source is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", source):
+            raise UsageError(f"not a source name: {source!r}")
         if not self.exists(table) or not [
             n for n, _, _ in self.nights(table, source) if n < cutoff
         ]:
@@ -420,7 +422,13 @@ class Lake:
                     )
                 )
                 sized = [(n, b) for n, b in sized if n in done]
-                for folder in sorted({n.rsplit("/", 1)[0] for n in done if "/" in n}):
+                # the write folders emptied, then partition folders left empty (deepest first)
+                folders = {n.rsplit("/", 1)[0] for n in done if "/" in n}
+                for folder in list(folders):
+                    while "/" in folder:
+                        folder = folder.rsplit("/", 1)[0]
+                        folders.add(folder)
+                for folder in sorted(folders, key=lambda f: (-f.count("/"), f)):
                     fs.delete_if_empty(f"{path}/{folder}")
         except Exception as exc:
             msg = _short(exc)
