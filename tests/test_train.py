@@ -381,6 +381,74 @@ def test_train_cli_local_calibrates_saves_and_reloads(
     assert not events[seq == 0].any()
 
 
+def test_a_model_trained_without_promotion_waits_for_models_use(
+    bgl: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "models"
+    before = "20240101T000000Z-old"
+    _tiny(folder, before)  # the current model
+    sources = f"sources_dir={bgl.conf.sources_dir}"
+    common = ["--lake", bgl.lake.root, "--set", sources, "--json"]
+    capsys.readouterr()
+    assert main(["train", "--source", SOURCE, "--from", N1, "--to", N2, "--engine", "local",
+                 "--np", "1", "--no-promote", "--set", "train.valid_share=0.3",
+                 "--out", str(folder), *common]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["promoted"] is False and artifact.current_version(folder) == before
+    common += ["--dir", str(folder)]
+    assert main(["models", "--source", SOURCE, *common]) == 0
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["versions"]
+    assert listed[0]["version"] == report["version"] and not listed[0]["current"]
+    assert listed[0]["valid_f1"] == pytest.approx(report["valid_f1"], abs=1e-4)
+    assert [v["version"] for v in listed if v["current"]] == [before]
+    assert main(["models", "--source", SOURCE, "--use", report["version"], *common]) == 0
+    assert artifact.current_version(folder) == report["version"]
+    assert artifact.load_artifact(folder).version == report["version"]
+
+
+def test_models_lists_rolls_back_and_prunes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    versions = ["20250101T000000Z-a", "20250102T000000Z-b", "20250103T000000Z-c"]
+    for i, version in enumerate(versions):
+        _tiny(tmp_path, version, seed=i)
+    broken = tmp_path / "20250104T000000Z-broken"
+    broken.mkdir()
+    (broken / "model.json").write_text("{")
+    listed = artifact.describe_versions(tmp_path)
+    # newest first; the unreadable one listed with its reason, not hidden
+    assert [v.version for v in listed if not v.error] == versions[::-1]
+    assert [v.version for v in listed if v.error] == [broken.name]
+    assert [v.version for v in listed if v.current] == [versions[-1]]
+    assert {v.valid_f1 for v in listed if not v.error} == {0.5}
+
+    # roll back to the oldest: loaded in full first
+    artifact.use_version(tmp_path, versions[0])
+    assert artifact.load_artifact(tmp_path).version == versions[0]
+    weights = tmp_path / versions[1] / artifact.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(DataError, match="weights.pt"):
+        artifact.use_version(tmp_path, versions[1])
+    with pytest.raises(UsageError, match="no model version nope"):
+        artifact.use_version(tmp_path, "nope")
+    assert artifact.current_version(tmp_path) == versions[0]
+
+    # keep the newest one and the current one, whatever its age; the unreadable one has no
+    # creation time, so it counts as the oldest
+    assert artifact.prune_versions(tmp_path, 1, dry_run=True) == [versions[1], broken.name]
+    assert len(artifact.list_versions(tmp_path)) == 4
+    capsys.readouterr()
+    root = ["--source", "bgl", "--dir", str(tmp_path), "--json"]
+    assert main(["models", *root, "--keep", "1"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["deleted"] == [versions[1], broken.name]
+    assert artifact.list_versions(tmp_path) == [versions[0], versions[2]]
+    assert artifact.current_version(tmp_path) == versions[0]
+    for bad in (["--keep", "0"], ["--use", "nope"], ["--dry-run"]):
+        assert main(["models", *root, *bad]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def _forge(lake: Lake, dst: str, nights: tuple[str, ...], change: Any) -> None:
     """``dst``: bglc's windows of ``nights`` through ``change``, with bglc's statistics."""
     for night in nights:

@@ -105,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="distributed engine (default train.engine)",
     )
     p.add_argument("--out", default=None, help="models folder (default models_dir/SOURCE)")
+    p.add_argument(
+        "--no-promote",
+        dest="promote",
+        action="store_false",
+        help="save the model without making it current (see logcrnn models --use)",
+    )
+
+    p = sub.add_parser("models", help="a source's model versions: list, roll back, prune")
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
+    p.add_argument("--dir", default=None, help="models folder (default models_dir/SOURCE)")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--use", metavar="VERSION", help="make VERSION the current model")
+    act.add_argument(
+        "--keep", type=int, metavar="N", help="delete all but the newest N (never the current)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="with --keep: only list them")
 
     p = sub.add_parser("sql", help="Spark SQL over the lake's tables by name")
     _common(p)
@@ -362,7 +380,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     with _source_lake(args, "train_model") as (cfg, spark, lake):
         report = job.train(
             spark, cfg, lake, args.source, args.train_from, args.train_to,
-            np=args.np, engine=args.engine, out=args.out,
+            np=args.np, engine=args.engine, out=args.out, promote=args.promote,
         )  # fmt: skip
     if not args.json:
         print(
@@ -371,9 +389,53 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             f"{report.engine} worker(s), {report.epochs_run} epochs (best {report.best_epoch}), "
             f"{report.windows_per_s:,.0f} windows/s; validation F1 {report.valid_f1:.3f} at "
             f"threshold {report.threshold:.3f}; {report.seconds:.1f}s -> model {report.version}"
-            f" ({report.path})"
+            f" ({report.path}{'' if report.promoted else ', not made current'})"
         )
     return report.as_dict()
+
+
+def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn.config import load_source
+    from logcrnn.model import artifact
+
+    cfg = _config(args)
+    load_source(cfg, args.source)
+    folder = (
+        Path(args.dir)
+        if args.dir
+        else artifact.models_folder(cfg.lake.root, args.source, cfg.train.models_dir)
+    )
+    if args.dry_run and args.keep is None:
+        raise UsageError("--dry-run goes with --keep")
+    result: dict[str, Any] = {"source": args.source, "folder": str(folder)}
+    if args.use:
+        meta = artifact.use_version(folder, args.use)
+        result["current"] = meta.version
+        if not args.json:
+            print(f"{args.source}: model {meta.version} is now current ({folder})")
+    elif args.keep is not None:
+        gone = artifact.prune_versions(folder, args.keep, dry_run=args.dry_run)
+        result["deleted"] = gone
+        if not args.json:
+            verb = "would delete" if args.dry_run else "deleted"
+            print(f"{args.source}: {verb} {len(gone)} version(s){': ' if gone else ''}"
+                  f"{', '.join(gone)}")  # fmt: skip
+    versions = artifact.describe_versions(folder)
+    result["versions"] = [v.as_dict() for v in versions]
+    if not args.json and not args.use and args.keep is None:
+        if not versions:
+            print(f"{args.source}: no model in {folder} (run logcrnn train)")
+        for v in versions:
+            mark = "*" if v.current else " "
+            if v.error:
+                print(f"{mark} {v.version}  unreadable: {v.error}")
+                continue
+            auc = "-" if v.valid_roc_auc is None else f"{v.valid_roc_auc:.3f}"
+            f1 = "-" if v.valid_f1 is None else f"{v.valid_f1:.3f}"
+            print(f"{mark} {v.version}  created {v.created_at}  nights {v.train_from}.."
+                  f"{v.train_to}  {v.train_windows} training windows  validation F1 {f1} "
+                  f"ROC-AUC {auc}  threshold {v.threshold:.3f}")  # fmt: skip
+    return result
 
 
 def cmd_sql(args: argparse.Namespace) -> None:
@@ -688,6 +750,7 @@ COMMANDS = {
     "train": cmd_train,
     "sql": cmd_sql,
     "history": cmd_history,
+    "models": cmd_models,
     "synth": cmd_synth,
     "bench": cmd_bench,
     "parse-eval": cmd_parse_eval,

@@ -439,3 +439,96 @@ def list_versions(models_dir: str | Path) -> list[str]:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:300] if lines else type(exc).__name__
+
+
+# ------------------------------------------------------------------------------------------
+# the versions of a models folder: list, choose the current one, prune
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version folder of a models folder, as ``logcrnn models`` lists it.
+
+    ``error``: why its ``model.json`` does not load (the other fields are then empty).
+    """
+
+    version: str
+    current: bool
+    created_at: str = ""
+    train_from: str | None = None
+    train_to: str | None = None
+    train_windows: int | None = None
+    valid_f1: float | None = None
+    valid_roc_auc: float | None = None
+    threshold: float | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def describe_versions(models_dir: str | Path) -> list[VersionInfo]:
+    """Every version in ``models_dir``, newest first (by creation time, then name)."""
+    root = Path(models_dir)
+    current = current_version(root)
+    out = []
+    for name in list_versions(root):
+        folder = root / name
+        try:
+            meta = read_meta(folder)
+        except DataError as exc:
+            out.append(VersionInfo(folder.name, folder.name == current, error=str(exc)))
+            continue
+        valid = dict(meta.metrics.get("valid") or {})
+        auc = valid.get("roc_auc")
+        windows = meta.training.get("train_windows")
+        out.append(
+            VersionInfo(
+                version=meta.version,
+                current=meta.version == current,
+                created_at=meta.created_at,
+                train_from=meta.training.get("train_from"),
+                train_to=meta.training.get("train_to"),
+                train_windows=None if windows is None else int(windows),
+                valid_f1=None if valid.get("f1") is None else float(valid["f1"]),
+                valid_roc_auc=None if auc is None else float(auc),
+                threshold=meta.threshold,
+            )
+        )
+    return sorted(out, key=lambda v: (v.created_at, v.version), reverse=True)
+
+
+def use_version(models_dir: str | Path, version: str) -> ArtifactMeta:
+    """Make ``version`` the current model (a roll-back, or a model trained ``--no-promote``).
+
+    The version is loaded in full first (every checksum, the weights into a CRNN): a damaged
+    one is a :class:`DataError` and ``CURRENT`` is unchanged.
+    """
+    root = Path(models_dir)
+    if not _VERSION.match(version):
+        raise UsageError(f"model version {version!r}: letters, digits, . _ - only")
+    if not (root / version).is_dir():
+        known = ", ".join(v.version for v in describe_versions(root)[:5]) or "none"
+        raise UsageError(f"no model version {version} in {root} (newest: {known})")
+    meta = load_artifact(root / version).meta
+    set_current(root, version)
+    log.info("model %s is now current in %s", version, root)
+    return meta
+
+
+def prune_versions(models_dir: str | Path, keep: int, dry_run: bool = False) -> list[str]:
+    """Delete all but the newest ``keep`` versions, never the current one; returns the
+    versions deleted (or, ``dry_run``, that would be)."""
+    if keep < 1:
+        raise UsageError(f"--keep {keep}: keep at least the newest version")
+    root = Path(models_dir)
+    older = [v for v in describe_versions(root)[keep:] if not v.current]
+    for v in older if not dry_run else []:
+        # renamed out of sight first, so no reader finds a half-deleted version
+        trash = root / f".deleting-{v.version}-{uuid.uuid4().hex[:8]}"
+        os.rename(root / v.version, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    if older and not dry_run:
+        _fsync_dir(root)
+        log.info("%d model version(s) deleted from %s", len(older), root)
+    return [v.version for v in older]

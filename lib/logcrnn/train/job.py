@@ -99,6 +99,8 @@ class TrainReport:
     data_versions: dict[str, int] = field(default_factory=dict)
     ranks: list[dict[str, Any]] = field(default_factory=list)
     mlflow_run: str | None = None
+    #: whether the model was made current (``--no-promote``: False)
+    promoted: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -396,11 +398,14 @@ def train(
     np: int | None = None,
     engine: str | None = None,
     out: str | Path | None = None,
+    promote: bool = True,
 ) -> TrainReport:
     """Train the CRNN on ``source``'s labelled windows of nights ``train_from``..``train_to``.
 
     ``np`` / ``engine`` override ``train.np`` / ``train.engine``; ``out`` replaces the
     models folder ``<models_dir>/<source>`` (the folder holding the versions and ``CURRENT``).
+    ``promote`` False saves the model without pointing ``CURRENT`` at it (``logcrnn models
+    --use`` does that later, once it has been reviewed).
     ``spark`` is the session the Horovod and TorchDistributor engines run on.
     """
     started = time.perf_counter()
@@ -473,7 +478,7 @@ def train(
             **{k: spec[k] for k in ("class_weights", "steps_per_epoch", "fit")},
         },
     )
-    path = artifact.save_artifact(folder, meta, state, data.vectors)
+    path = artifact.save_artifact(folder, meta, state, data.vectors, make_current=promote)
     _remove_run(run_dir)
     auc = valid_m["roc_auc"]
     report = TrainReport(
@@ -503,6 +508,7 @@ def train(
         version=version,
         path=str(path),
         data_versions=data.versions,
+        promoted=promote,
         ranks=[
             {k: r[k] for k in ("rank", "train_windows", "threads", "device", "params_sha256")}
             for r in results
