@@ -315,6 +315,30 @@ def test_reingesting_a_night_replaces_it(spark: SparkSession, cfg: Config, lake:
     assert alerts == 143  # per the data manifest
 
 
+@pytest.mark.parametrize("bad", [1, 2])
+def test_a_run_that_mostly_fails_to_parse_is_kept_and_warned_about(
+    spark: SparkSession,
+    cfg: Config,
+    lake: Lake,
+    tmp_path: Path,
+    bad: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = tmp_path / "night.log"
+    log.write_text((GOOD + "\n") * (20 - bad) + "2008-11-09T20:36:15Z a new format\n" * bad)
+    with caplog.at_level("WARNING", logger="logcrnn.ingest"):
+        report = ingest.run(spark, cfg, "hdfs", [str(log)], NIGHT, lake=lake)
+    assert (report.lines_read, report.malformed) == (20, bad)
+    assert report.malformed_share == report.as_dict()["malformed_share"] == bad / 20
+    warned = [r.getMessage() for r in caplog.records if "do not parse" in r.getMessage()]
+    if bad / 20 > cfg.ingest.malformed_warn:  # 2 of 20: above the default 5%
+        assert len(warned) == 1 and "10.0% of the 20 lines" in warned[0]
+        assert "format of hdfs changed" in warned[0] and "hdfs.yaml" in warned[0]
+    else:  # 1 of 20 is not above it
+        assert warned == []
+    assert _bronze(lake).count() == 20  # committed all the same, every line kept
+
+
 def test_truncated_gz_is_named_and_nothing_is_committed(
     spark: SparkSession, cfg: Config, lake: Lake, tmp_path: Path
 ) -> None:

@@ -313,7 +313,8 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
         print(
             f"{report.source} {report.night}: {report.lines_read} lines from "
             f"{report.files} files ({report.bytes} bytes), {report.parsed} parsed, "
-            f"{report.malformed} malformed {report.malformed_by_reason or ''}, "
+            f"{report.malformed} malformed ({100 * report.malformed_share:.1f}%) "
+            f"{report.malformed_by_reason or ''}, "
             f"{report.seconds:.1f}s -> bronze.raw_lines v{report.table_version}"
         )
     return report.as_dict()

@@ -70,9 +70,19 @@ class IngestSettings:
 
     ``max_parse_bytes``: longer lines are stored whole but not run through the format regex
     (flagged ``line_too_long``), which bounds the regex cost of pathological input.
+    ``malformed_warn``: a run whose share of lines that do not parse is larger is committed
+    as always (every line kept, flagged) and logged as a warning: the source's format may
+    have changed, and mining then reads whole lines, headers included (1: never).
     """
 
     max_parse_bytes: int = 65536
+    malformed_warn: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.malformed_warn <= 1.0:
+            raise ConfigError(
+                f"ingest.malformed_warn: expected a share in [0, 1], got {self.malformed_warn}"
+            )
 
 
 @dataclass(frozen=True)

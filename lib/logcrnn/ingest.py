@@ -70,8 +70,12 @@ class IngestReport:
     seconds: float
     table_version: int
 
+    @property
+    def malformed_share(self) -> float:
+        return self.malformed / self.lines_read if self.lines_read else 0.0
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "malformed_share": round(self.malformed_share, 6)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -479,4 +483,12 @@ def run(
         table_version=version,
     )
     log.info("ingested %s", report)
+    if report.malformed_share > cfg.ingest.malformed_warn:
+        top = max(reasons.items(), key=lambda kv: kv[1])[0]
+        log.warning(
+            "%s %s: %.1f%% of the %d lines do not parse (mostly %s; ingest.malformed_warn "
+            "%.1f%%): has the log format of %s changed? Its format is in %s/%s.yaml",
+            spec.name, night_d, 100 * report.malformed_share, lines_read, top,
+            100 * cfg.ingest.malformed_warn, spec.name, cfg.sources_dir, spec.name,
+        )  # fmt: skip
     return report

@@ -109,8 +109,9 @@ def summary(result: dict[str, Any]) -> list[str]:
     for source, stages in result["sources"].items():
         for stage, rep in stages.items():
             if stage == "ingest":
-                what = (
-                    rep.get("message") or f"{rep['lines_read']} lines, {rep['malformed']} malformed"
+                what = rep.get("message") or (
+                    f"{rep['lines_read']} lines, {rep['malformed']} malformed"
+                    f" ({100 * rep['malformed_share']:.1f}%)"
                 )
             elif stage == "mine":
                 what = f"{rep['templates']} templates ({rep['new_templates']} new)"
