@@ -449,6 +449,31 @@ def test_models_lists_rolls_back_and_prunes(
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
+def test_lake_upkeep_prunes_every_sources_model_versions(
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake = tmp_path / "lake"
+    for source, n in (("bgl", 3), ("hdfs", 1)):
+        for i in range(n):
+            _tiny(lake / "models" / source, f"2025010{i + 1}T000000Z-{source}", seed=i)
+    artifact.use_version(lake / "models" / "bgl", "20250101T000000Z-bgl")  # a roll-back
+    cmd = ["maintain", "--date", "2025-01-09", "--lake", str(lake), "--json",
+           "--set", "retention.model_versions=1"]  # fmt: skip
+    capsys.readouterr()
+    assert main([*cmd, "--dry-run"]) == 0
+    dry = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert dry["models"] == {"bgl": ["20250102T000000Z-bgl"], "hdfs": []}
+    assert len(artifact.list_versions(lake / "models" / "bgl")) == 3
+    assert main(cmd) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["models"] == dry["models"]
+    # the newest and the current one stay
+    assert artifact.list_versions(lake / "models" / "bgl") == [
+        "20250101T000000Z-bgl", "20250103T000000Z-bgl"
+    ]  # fmt: skip
+    assert artifact.load_artifact(lake / "models" / "bgl").version == "20250101T000000Z-bgl"
+    assert artifact.list_versions(lake / "models" / "hdfs") == ["20250101T000000Z-hdfs"]
+
+
 def _forge(lake: Lake, dst: str, nights: tuple[str, ...], change: Any) -> None:
     """``dst``: bglc's windows of ``nights`` through ``change``, with bglc's statistics."""
     for night in nights:

@@ -240,7 +240,9 @@ class RetentionSettings:
     from.  ``bronze_raw_lines``, ``silver_events``, ``gold_windows``, ``gold_anomalies``: nights
     older than this many days before the maintained date are dropped from that table (0: kept
     for ever).  The other tables hold state later nights read (templates, miner state, counts,
-    statistics, feature scores), are small, and are never dropped.
+    statistics, feature scores), are small, and are never dropped.  ``model_versions``: each
+    source keeps its newest this many model versions, and its current one whatever its age
+    (0: every version kept).
     """
 
     vacuum_hours: int = 168
@@ -248,6 +250,7 @@ class RetentionSettings:
     silver_events: int = 0
     gold_windows: int = 0
     gold_anomalies: int = 0
+    model_versions: int = 0
 
     def __post_init__(self) -> None:
         if self.vacuum_hours < 0:
@@ -255,7 +258,7 @@ class RetentionSettings:
         for f in dataclasses.fields(self):
             if f.name != "vacuum_hours" and getattr(self, f.name) < 0:
                 raise ConfigError(
-                    f"retention.{f.name}: expected days >= 0 (0: keep), got {getattr(self, f.name)}"
+                    f"retention.{f.name}: expected >= 0 (0: keep all), got {getattr(self, f.name)}"
                 )
 
     def keep_days(self) -> dict[str, int]:
@@ -263,7 +266,7 @@ class RetentionSettings:
         return {
             f.name.replace("_", ".", 1): getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name != "vacuum_hours" and getattr(self, f.name) > 0
+            if f.name not in ("vacuum_hours", "model_versions") and getattr(self, f.name) > 0
         }
 
 

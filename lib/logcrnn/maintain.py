@@ -55,6 +55,8 @@ class UpkeepReport:
     dry_run: bool
     vacuum_hours: int
     tables: list[TableUpkeep]
+    #: model versions deleted (or that would be), by source (``retention.model_versions``)
+    models: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +74,8 @@ class UpkeepReport:
                 )
             parts.append(f"{delete} {t.files_deleted} file(s), {t.bytes_deleted / 1e6:.1f} MB")
             lines.append(f"  {t.table:<22} " + "; ".join(parts))
+        for source, versions in self.models.items():
+            lines.append(f"  {'models/' + source:<22} {delete} {len(versions)} model version(s)")
         return lines
 
 
@@ -131,4 +135,29 @@ def run(
             )
         )
         log.info("maintained %s", done[-1])
-    return UpkeepReport(str(night_d), dry_run, hours, done)
+    models = {}
+    if cfg.retention.model_versions and not tables:
+        models = prune_models(lake, cfg, cfg.retention.model_versions, source, dry_run)
+    return UpkeepReport(str(night_d), dry_run, hours, done, models)
+
+
+def prune_models(
+    lake: Lake, cfg: Config, keep: int, source: str | None = None, dry_run: bool = False
+) -> dict[str, list[str]]:
+    """Each source's model versions beyond its newest ``keep`` (never the current one) deleted
+    (:func:`logcrnn.model.artifact.prune_versions`); ``source``: that source's only."""
+    from logcrnn.model import artifact
+
+    root = artifact.models_folder(lake.root, "-", cfg.train.models_dir).parent
+    folders = (
+        [root / source]
+        if source
+        else sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
+    out = {}
+    for folder in folders:
+        if artifact.list_versions(folder):
+            out[folder.name] = artifact.prune_versions(folder, keep, dry_run=dry_run)
+    return out
