@@ -10,7 +10,10 @@ does, table by table:
    uncommitted;
 2. drop its nights older than ``D - retention.<table>`` days, for the four per-night data
    tables that have a retention set (one commit per table; their files are deleted by the
-   first vacuum after ``vacuum_hours``).
+   first vacuum after ``vacuum_hours``);
+
+and, with ``retention.model_versions`` set, deletes each source's model versions beyond its
+newest N, never the current one.
 
 Nothing here reads or rewrites rows: both steps work on the Delta log and file listings.
 """
