@@ -57,3 +57,59 @@ def test_unknown_config_key_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture
     code = main(["sql", "SELECT 1", "--lake", str(tmp_path), "--set", "lake.nope=1"])
     assert code == 2
     assert "unknown config key 'lake.nope'" in capsys.readouterr().err
+
+
+def test_status_names_gaps_and_stages_left_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(tmp_path / "lake")
+    for night in ("2008-11-01", "2008-11-02", "2008-11-04"):  # 2008-11-03 never ran
+        log = tmp_path / f"{night}.log"
+        log.write_text(f"{GOOD}\n{GOOD}\n")
+        assert main(["ingest", "--source", "hdfs", "--input", str(log), "--date", night,
+                     "--lake", root]) == 0  # fmt: skip
+    assert main(["mine", "--source", "hdfs", "--date", "2008-11-01", "--lake", root]) == 0
+    capsys.readouterr()
+    assert main(["status", "--lake", root, "--json"]) == 0  # a report, not a check
+    (hdfs,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sources"]
+    bronze, events, windows, _ = hdfs["stages"]
+    assert (bronze["nights"], bronze["first"], bronze["last"]) == (3, "2008-11-01", "2008-11-04")
+    assert bronze["missing"] == ["2008-11-03"] and bronze["last_rows"] == 2
+    assert (events["nights"], events["last"], windows["nights"]) == (1, "2008-11-01", 0)
+    assert hdfs["model"] is None
+    assert hdfs["problems"] == [
+        "bronze.raw_lines lacks 1 night(s) between 2008-11-01 and 2008-11-04: 2008-11-03",
+        "silver.events ends at 2008-11-01, bronze.raw_lines ends at 2008-11-04: run logcrnn "
+        "mine for the nights after 2008-11-01",
+        "gold.windows holds no night, silver.events ends at 2008-11-01: run logcrnn windows "
+        "for the nights before",
+    ]
+    assert main(["status", "--lake", root, "--check"]) == 1
+    captured = capsys.readouterr()
+    assert "! bronze.raw_lines lacks 1 night(s)" in captured.out
+    assert captured.err.strip() == "logcrnn status: 3 problem(s) found (see above)"
+    assert main(["status", "--lake", root, "--source", "bgl", "--check", "--json"]) == 0
+
+
+def test_status_lets_the_windows_trail_the_events_by_one_night() -> None:
+    from logcrnn.status import StageStatus, _problems
+
+    def stage(table: str, first: str, last: str) -> StageStatus:
+        return StageStatus(table, 2, first, last, 10)
+
+    model = {"version": "v", "error": None}
+    stages = [
+        stage("bronze.raw_lines", "2008-11-01", "2008-11-02"),
+        stage("silver.events", "2008-11-01", "2008-11-02"),
+        stage("gold.windows", "2008-10-31", "2008-11-01"),  # D-1: the midnight rule
+        stage("gold.anomalies", "2008-10-31", "2008-11-01"),
+    ]
+    assert _problems(stages, model) == []
+    stages[2] = stage("gold.windows", "2008-10-30", "2008-10-31")  # two nights behind
+    assert [p.split(",")[0] for p in _problems(stages, model)] == [
+        "gold.windows ends at 2008-10-31"
+    ]
+    assert _problems(stages[:2] + [stage("gold.windows", "2008-11-01", "2008-11-02"),
+                                   stage("gold.anomalies", "2008-11-01", "2008-11-02")],
+                     None) == ["no current model: run logcrnn train (gold.windows cannot be "
+                               "scored)"]  # fmt: skip

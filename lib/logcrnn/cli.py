@@ -135,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.add_argument("table", help="e.g. bronze.raw_lines")
 
+    p = sub.add_parser(
+        "status", help="each source's nights per stage, their gaps, and its current model"
+    )
+    _common(p)
+    _json_flag(p)
+    p.add_argument("--source", action="append", default=None, help="only this source")
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when any problem is found (monitoring)"
+    )
+
     p = sub.add_parser("synth", help="scale-up data by replaying a real sample")
     _common(p)
     _json_flag(p)
@@ -476,6 +486,28 @@ def cmd_history(args: argparse.Namespace) -> dict[str, Any]:
     return {"table": args.table, "versions": history}
 
 
+def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
+    from logcrnn import status
+    from logcrnn.lake import Lake
+    from logcrnn.spark import spark_session
+
+    cfg = _config(args)
+    with spark_session("status", cfg.spark) as spark:
+        report = status.run(Lake.from_settings(spark, cfg.lake), cfg, args.source)
+    if not args.json:
+        if not report:
+            print(f"no source in the lake at {cfg.lake.root}")
+        for source in report:
+            print("\n".join(source.lines()))
+    problems = sum(len(s.problems) for s in report)
+    result = {"sources": [s.as_dict() for s in report], "problems": problems}
+    if args.check and problems:
+        if args.json:  # the report still goes out, as the last line
+            print(json.dumps(result, default=str))
+        raise LogcrnnError(f"{problems} problem(s) found (see above)")
+    return result
+
+
 def cmd_synth(args: argparse.Namespace) -> dict[str, Any]:
     from logcrnn.config import load_source
     from logcrnn.synth import synth
@@ -751,6 +783,7 @@ COMMANDS = {
     "train": cmd_train,
     "sql": cmd_sql,
     "history": cmd_history,
+    "status": cmd_status,
     "models": cmd_models,
     "synth": cmd_synth,
     "bench": cmd_bench,
