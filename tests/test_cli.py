@@ -89,6 +89,7 @@ def test_status_names_gaps_and_stages_left_behind(
     assert "! bronze.raw_lines lacks 1 night(s)" in captured.out
     assert captured.err.strip() == "logcrnn status: 3 problem(s) found (see above)"
     assert main(["status", "--lake", root, "--source", "bgl", "--check", "--json"]) == 0
+    assert main(["status", "--lake", root, "--source", "hdsf"]) == 2  # misspelt: not "ok"
 
 
 def test_status_lets_the_windows_trail_the_events_by_one_night() -> None:
@@ -113,3 +114,17 @@ def test_status_lets_the_windows_trail_the_events_by_one_night() -> None:
                                    stage("gold.anomalies", "2008-11-01", "2008-11-02")],
                      None) == ["no current model: run logcrnn train (gold.windows cannot be "
                                "scored)"]  # fmt: skip
+
+
+NIGHTLY_COMMANDS = [["score", "--source", "bgl"], ["maintain"], ["nightly", "--source", "bgl"],
+                    ["windows", "--source", "bgl"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", NIGHTLY_COMMANDS)
+def test_a_night_that_is_not_a_date_is_a_usage_error(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--date", "2008-13-01"])
+    assert done.value.code == 2
+    assert "argument --date: not a date (YYYY-MM-DD): '2008-13-01'" in capsys.readouterr().err

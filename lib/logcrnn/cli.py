@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,14 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _night(text: str) -> str:
+    """A night argument: an ISO date (YYYY-MM-DD), or a usage error naming it."""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logcrnn", description="Nightly log anomaly detection on Spark and Delta Lake."
@@ -58,20 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
     p.add_argument("--input", required=True, nargs="+", help="files, folders or globs")
-    p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
+    p.add_argument("--date", type=_night, required=True, help="the night, YYYY-MM-DD")
 
     p = sub.add_parser("mine", help="bronze.raw_lines -> silver.events, silver.templates")
     _common(p)
     _json_flag(p)
     p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
-    p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
+    p.add_argument("--date", type=_night, required=True, help="the night, YYYY-MM-DD")
     p.add_argument("--shards", type=int, default=None, help="Drain3 shards (mining.shards)")
 
     p = sub.add_parser("windows", help="silver.events -> gold.windows (windows + features)")
     _common(p)
     _json_flag(p)
     p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
-    p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
+    p.add_argument("--date", type=_night, required=True, help="the night, YYYY-MM-DD")
     p.add_argument("--labels", default=None, help="session labels, e.g. BlockId,Label csv")
     p.add_argument(
         "--stats", default=None, help="gold.feature_stats night to apply (default: newest)"
@@ -88,15 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _json_flag(p)
     p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
-    p.add_argument("--from", dest="train_from", required=True, help="first training night")
-    p.add_argument("--to", dest="train_to", required=True, help="last training night")
+    p.add_argument(
+        "--from", dest="train_from", type=_night, required=True, help="first training night"
+    )
+    p.add_argument("--to", dest="train_to", type=_night, required=True, help="last training night")
 
     p = sub.add_parser("train", help="train the CRNN on gold.windows of a period -> model")
     _common(p)
     _json_flag(p)
     p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
-    p.add_argument("--from", dest="train_from", required=True, help="first training night")
-    p.add_argument("--to", dest="train_to", required=True, help="last training night")
+    p.add_argument(
+        "--from", dest="train_from", type=_night, required=True, help="first training night"
+    )
+    p.add_argument("--to", dest="train_to", type=_night, required=True, help="last training night")
     p.add_argument("--np", type=int, default=None, help="workers (default train.np)")
     p.add_argument(
         "--engine",
@@ -241,14 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _json_flag(p)
     p.add_argument("--source", required=True, help="source name, e.g. hdfs, bgl")
-    p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
+    p.add_argument("--date", type=_night, required=True, help="the night, YYYY-MM-DD")
     p.add_argument("--model", default=None, help="a model artifact (default: the current)")
 
     p = sub.add_parser("nightly", help="every nightly stage in order: ingest, mine, windows, score")
     _common(p)
     _json_flag(p)
     p.add_argument("--source", required=True, nargs="+", help="one or more sources")
-    p.add_argument("--date", required=True, help="the night, YYYY-MM-DD")
+    p.add_argument("--date", type=_night, required=True, help="the night, YYYY-MM-DD")
     p.add_argument(
         "--input",
         default=None,
@@ -262,7 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     _json_flag(p)
-    p.add_argument("--date", required=True, help="the night retention counts back from, YYYY-MM-DD")
+    p.add_argument(
+        "--date",
+        type=_night,
+        required=True,
+        help="the night retention counts back from, YYYY-MM-DD",
+    )
     p.add_argument("--table", action="append", default=None, help="only this table (repeatable)")
     p.add_argument("--source", default=None, help="drop only this source's old nights")
     p.add_argument(
@@ -283,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the pipeline on the bundled sample, local Spark")
     _common(p)
     _json_flag(p)
-    p.add_argument("--date", default="2008-11-09")
+    p.add_argument("--date", type=_night, default="2008-11-09")
     return parser
 
 
@@ -488,10 +506,13 @@ def cmd_history(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     from logcrnn import status
+    from logcrnn.config import load_source
     from logcrnn.lake import Lake
     from logcrnn.spark import spark_session
 
     cfg = _config(args)
+    for source in args.source or ():
+        load_source(cfg, source)  # a misspelt source is an error, not an empty "ok"
     with spark_session("status", cfg.spark) as spark:
         report = status.run(Lake.from_settings(spark, cfg.lake), cfg, args.source)
     if not args.json:
