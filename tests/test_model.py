@@ -20,7 +20,13 @@ from logcrnn.model.data import (
     iterate_batches,
     with_table_vectors,
 )
-from logcrnn.model.fitting import FitSettings, fit_torch, predict_torch, with_unknowns
+from logcrnn.model.fitting import (
+    FitSettings,
+    fit_torch,
+    predict_torch,
+    with_unknown_templates,
+    with_unknowns,
+)
 from logcrnn.model.metrics import best_f1_threshold, evaluate_scores, threshold_mean_k_sigma
 
 # --- a small structured dataset ---------------------------------------------------------------
@@ -535,6 +541,21 @@ def test_with_unknowns_replaces_only_real_template_ids() -> None:
     assert set(np.unique(out[real])) == {1, 5, 6, 7}
     assert abs((out[real] == 1).mean() - 0.25) < 0.02
     assert (seq[0] == [5, 6, 1, 7, 0, 0]).all()  # a new array
+
+
+def test_with_unknown_templates_replaces_every_event_of_the_templates_drawn() -> None:
+    seq = np.array([[5, 6, 1, 7, 5, 0], [7, 7, 6, 0, 0, 0]])
+    drawn = []
+    for seed in range(400):
+        out = with_unknown_templates(seq, 0.3, np.random.default_rng(seed))
+        assert (out[seq == 0] == 0).all() and (out[seq == 1] == 1).all()
+        gone = {int(t) for t in (5, 6, 7) if (out[seq == t] == 1).any()}
+        for t in (5, 6, 7):  # a template goes whole or not at all, in every window
+            assert (out[seq == t] == (1 if t in gone else t)).all()
+        drawn.append(len(gone))
+    assert abs(np.mean(drawn) / 3 - 0.3) < 0.05
+    assert (with_unknown_templates(seq, 0.0, np.random.default_rng(0)) == seq).all()
+    assert (seq[0] == [5, 6, 1, 7, 5, 0]).all()  # a new array
 
 
 def test_training_teaches_the_unknown_template_only_with_unknown_rate(rare: Any) -> None:
