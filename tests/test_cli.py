@@ -68,21 +68,22 @@ def test_status_names_gaps_and_stages_left_behind(
         log.write_text(f"{GOOD}\n{GOOD}\n")
         assert main(["ingest", "--source", "hdfs", "--input", str(log), "--date", night,
                      "--lake", root]) == 0  # fmt: skip
-    assert main(["mine", "--source", "hdfs", "--date", "2008-11-01", "--lake", root]) == 0
+    for night in ("2008-11-01", "2008-11-02"):
+        assert main(["mine", "--source", "hdfs", "--date", night, "--lake", root]) == 0
     capsys.readouterr()
     assert main(["status", "--lake", root, "--json"]) == 0  # a report, not a check
     (hdfs,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sources"]
     bronze, events, windows, _ = hdfs["stages"]
     assert (bronze["nights"], bronze["first"], bronze["last"]) == (3, "2008-11-01", "2008-11-04")
     assert bronze["missing"] == ["2008-11-03"] and bronze["last_rows"] == 2
-    assert (events["nights"], events["last"], windows["nights"]) == (1, "2008-11-01", 0)
+    assert (events["nights"], events["last"], windows["nights"]) == (2, "2008-11-02", 0)
     assert hdfs["model"] is None
     assert hdfs["problems"] == [
         "bronze.raw_lines lacks 1 night(s) between 2008-11-01 and 2008-11-04: 2008-11-03",
-        "silver.events ends at 2008-11-01, bronze.raw_lines ends at 2008-11-04: run logcrnn "
-        "mine for the nights after 2008-11-01",
-        "gold.windows holds no night, silver.events ends at 2008-11-01: run logcrnn windows "
-        "for the nights before",
+        "silver.events ends at 2008-11-02, bronze.raw_lines ends at 2008-11-04: run logcrnn "
+        "mine for the nights after 2008-11-02",
+        "gold.windows holds no night, silver.events ends at 2008-11-02: run logcrnn windows "
+        "for the nights up to 2008-11-01",
     ]
     assert main(["status", "--lake", root, "--check"]) == 1
     captured = capsys.readouterr()
@@ -106,6 +107,11 @@ def test_status_lets_the_windows_trail_the_events_by_one_night() -> None:
         stage("gold.anomalies", "2008-10-31", "2008-11-01"),
     ]
     assert _problems(stages, model) == []
+    stages[2] = StageStatus("gold.windows")  # a first night's windows may wait for the next
+    stages[3] = StageStatus("gold.anomalies")
+    assert _problems([stages[0], stage("silver.events", "2008-11-02", "2008-11-02"),
+                      *stages[2:]], model) == []  # fmt: skip
+    stages[3] = stage("gold.anomalies", "2008-10-31", "2008-11-01")
     stages[2] = stage("gold.windows", "2008-10-30", "2008-10-31")  # two nights behind
     assert [p.split(",")[0] for p in _problems(stages, model)] == [
         "gold.windows ends at 2008-10-31"

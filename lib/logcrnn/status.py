@@ -6,7 +6,7 @@ reports, per source, the first and last night and the missing nights of each sta
 and names what an operator has to act on:
 
 * a night missing between a table's first and last night (a night that failed or was never
-  run);
+  run; a night with no raw files leaves no partition either, so it shows here too);
 * a stage that stopped behind the one before it (mining behind ingestion, scoring behind the
   windows); the windows may trail the events by one night, as the midnight rule has them;
 * no current model while there are windows to score.
@@ -147,11 +147,14 @@ def _problems(stages: list[StageStatus], model: dict[str, Any] | None) -> list[s
             continue
         trail = _MAY_TRAIL[s.table]
         due = date.fromisoformat(before.last) - timedelta(days=trail)
+        if before.first is None or date.fromisoformat(before.first) > due:
+            continue  # nothing this stage could hold yet (the windows of a first night)
         if s.last is None or date.fromisoformat(s.last) < due:
             where = f"ends at {s.last}" if s.last else "holds no night"
             problems.append(
                 f"{s.table} {where}, {before.table} ends at {before.last}: run logcrnn "
-                f"{_ACTION[s.table]} for the nights {'after ' + s.last if s.last else 'before'}"
+                f"{_ACTION[s.table]} for the nights "
+                f"{'after ' + s.last if s.last else 'up to ' + str(due)}"
             )
     windows = stages[STAGES.index("gold.windows")]
     if windows.nights and model is None:
