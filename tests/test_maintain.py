@@ -109,12 +109,17 @@ def test_dropping_old_nights_is_one_commit_that_keeps_their_files_for_the_retent
     ]  # fmt: skip
     files = _parquet(table_dir)
 
-    version = lake.drop_nights("scratch.t", "2024-01-03")
+    assert lake.drop_nights("scratch.t", "2024-01-03", dry_run=True) == (
+        [("2024-01-01", None, 2), ("2024-01-02", None, 2)],
+        None,
+    )
+    assert lake.version("scratch.t") == 2  # a dry run commits nothing
+    _, version = lake.drop_nights("scratch.t", "2024-01-03")
     assert version == 3
     assert _ids(lake.read("scratch.t")) == [("2024-01-03", 20), ("2024-01-03", 21)]
     assert DeltaTable(str(table_dir)).history(1)[0]["operation"] == "DELETE"
     assert lake.read("scratch.t", version=2).count() == 6  # time travel still works
-    assert lake.drop_nights("scratch.t", "2024-01-03") is None  # nothing left to drop
+    assert lake.drop_nights("scratch.t", "2024-01-03") == ([], None)  # nothing left to drop
     assert lake.version("scratch.t") == 3
 
     _age(table_dir)

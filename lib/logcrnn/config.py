@@ -64,6 +64,11 @@ class LakeSettings:
     raw_root: str = "raw"
 
 
+def _check_share(key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key}: expected a share in [0, 1], got {value}")
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     """Raw-line ingestion limits.
@@ -79,10 +84,7 @@ class IngestSettings:
     malformed_warn: float = 0.05
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.malformed_warn <= 1.0:
-            raise ConfigError(
-                f"ingest.malformed_warn: expected a share in [0, 1], got {self.malformed_warn}"
-            )
+        _check_share("ingest.malformed_warn", self.malformed_warn)
 
 
 @dataclass(frozen=True)
@@ -224,10 +226,7 @@ class ScoreSettings:
     unseen_warn: float = 0.1
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.unseen_warn <= 1.0:
-            raise ConfigError(
-                f"score.unseen_warn: expected a share in [0, 1], got {self.unseen_warn}"
-            )
+        _check_share("score.unseen_warn", self.unseen_warn)
 
 
 @dataclass(frozen=True)

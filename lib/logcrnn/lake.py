@@ -331,9 +331,12 @@ class Lake:
                 counts[key] = -1 if rows is None or old < 0 else old + int(rows)
         return sorted((n, s, r) for (n, s), r in counts.items())
 
-    def drop_nights(self, table: str, before: date | str, source: str | None = None) -> int | None:
+    def drop_nights(
+        self, table: str, before: date | str, source: str | None = None, dry_run: bool = False
+    ) -> tuple[list[tuple[str, str | None, int]], int | None]:
         """Remove every night older than ``before`` (of ``source`` only, when given) as one
-        commit; returns the new version, or None when there was nothing to remove.
+        commit; returns the partitions removed (as :meth:`nights` gives them) and the new
+        version, None when there was nothing to remove or ``dry_run`` (nothing committed).
 
         Only the Delta log changes: the files stay, readable by earlier versions, until a
         :meth:`vacuum` older than the retention period deletes them.
@@ -344,10 +347,11 @@ class Lake:
             raise UsageError(f"{table} is not partitioned by source")
         if source is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", source):
             raise UsageError(f"not a source name: {source!r}")
-        if not self.exists(table) or not [
-            n for n, _, _ in self.nights(table, source) if n < cutoff
-        ]:
-            return None
+        if not self.exists(table):
+            return [], None
+        old = [p for p in self.nights(table, source) if p[0] < cutoff]
+        if not old or dry_run:
+            return old, None
         where = f"night < '{cutoff}'" + (f" AND source = '{source}'" if source else "")
         if self.backend == "delta-spark":
             self.spark.sql(f"DELETE FROM delta.`{self.path(table)}` WHERE {where}")
@@ -365,7 +369,7 @@ class Lake:
             )
         version = self.version(table)
         log.info("%s v%d: nights before %s dropped (%s)", table, version, cutoff, source or "all")
-        return version
+        return old, version
 
     def vacuum(
         self, table: str, retain_hours: int, dry_run: bool = False, force: bool = False

@@ -120,12 +120,9 @@ def run(
         version = None
         if table in keep:
             cutoff = str(night_d - timedelta(days=keep[table]))
-            for n, s, r in lake.nights(table, source):
-                if n < cutoff:
-                    dropped.append(f"{n}/{s}" if s else n)
-                    rows += max(r, 0)
-            if dropped and not dry_run:
-                version = lake.drop_nights(table, cutoff, source)
+            old, version = lake.drop_nights(table, cutoff, source, dry_run=dry_run)
+            dropped = [f"{n}/{s}" if s else n for n, s, _ in old]
+            rows = sum(max(r, 0) for _, _, r in old)
         done.append(
             TableUpkeep(
                 table,
