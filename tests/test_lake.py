@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -161,3 +162,107 @@ def test_restore_partition_touches_only_that_partition(spark: SparkSession, lake
     lake.restore_partition("scratch.r", "2024-01-02", None, None)  # did not exist: emptied
     assert _ids(lake.read("scratch.r")) == [("2024-01-01", 0), ("2024-01-01", 1), ("2024-01-01", 2)]
     assert DeltaTable(lake.path("scratch.r")).history(1)[0]["logcrnn.restored_from"] == "None"
+
+
+# ---------------------------------------------------------------------------------------------
+# two jobs committing to one table at once (the Airflow DAG runs every source's chain in
+# parallel, and every table is shared by the sources)
+
+
+def _race(
+    monkeypatch: pytest.MonkeyPatch, target: object, name: str
+) -> tuple[threading.Barrier, threading.local]:
+    """Make each thread's first call of ``target.name`` in a round wait for the other's, so
+    both have read the same table version before either commits."""
+    barrier = threading.Barrier(2, timeout=60)
+    state = threading.local()
+    original = getattr(target, name)
+
+    def racing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not getattr(state, "raced", False):
+            state.raced = True
+            barrier.wait()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, racing)
+    return barrier, state
+
+
+def _writers(lake: Lake, spark: SparkSession, nights: list[str], rounds: int, state):  # type: ignore[no-untyped-def]
+    errors: list[tuple[int, int, str]] = []
+
+    def work(k: int) -> None:
+        for i in range(rounds):
+            state.raced = False
+            try:
+                rows = spark.range(1000 * k + 10 * i, 1000 * k + 10 * i + 3)
+                lake.write(rows, "scratch.c", night=nights[k])
+            except LakeError as exc:
+                errors.append((k, i, str(exc)))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_concurrent_writes_of_other_partitions_both_commit(
+    spark: SparkSession, lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake.write(spark.range(0, 1), "scratch.c", night="2024-01-01")
+    _, state = _race(monkeypatch, DeltaTable, "create_write_transaction")
+    errors = _writers(lake, spark, ["2024-01-01", "2024-01-02"], 3, state)
+    # every round, one commit loses to the other (delta-rs reads the whole table) and is
+    # committed again on the newer version: nothing fails, nothing is lost
+    assert errors == []
+    assert lake.version("scratch.c") == 6
+    assert _ids(lake.read("scratch.c")) == [
+        ("2024-01-01", 20),
+        ("2024-01-01", 21),
+        ("2024-01-01", 22),
+        ("2024-01-02", 1020),
+        ("2024-01-02", 1021),
+        ("2024-01-02", 1022),
+    ]
+
+
+def test_concurrent_writes_of_one_partition_fail_one_and_keep_the_other(
+    spark: SparkSession, lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake.write(spark.range(0, 1), "scratch.c", night="2024-01-01")
+    _, state = _race(monkeypatch, DeltaTable, "create_write_transaction")
+    errors = _writers(lake, spark, ["2024-01-01", "2024-01-01"], 3, state)
+    assert sorted(i for _, i, _ in errors) == [0, 1, 2]  # one loser per round
+    assert all("another job replaced this partition" in e for _, _, e in errors)
+    assert lake.version("scratch.c") == 3
+    ids = [i for _, i in _ids(lake.read("scratch.c"))]
+    assert ids in ([20, 21, 22], [1020, 1021, 1022])  # one whole write, never both
+    # the losers' files are gone: one write folder per committed version
+    folders = [p for p in (Path(lake.path("scratch.c")) / "night=2024-01-01").iterdir()]
+    assert len(folders) == 4
+
+
+def test_two_first_writes_both_land_in_the_table_one_of_them_creates(
+    spark: SparkSession, lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltalake import transaction
+
+    _, state = _race(monkeypatch, transaction, "create_table_with_add_actions")
+    errors = _writers(lake, spark, ["2024-01-01", "2024-01-02"], 1, state)
+    assert errors == []
+    assert lake.version("scratch.c") == 1
+    assert _ids(lake.read("scratch.c")) == [
+        ("2024-01-01", 0),
+        ("2024-01-01", 1),
+        ("2024-01-01", 2),
+        ("2024-01-02", 1000),
+        ("2024-01-02", 1001),
+        ("2024-01-02", 1002),
+    ]
+    # the same race on one night: the table is created once, the other write is refused
+    other = Lake(spark, str(Path(lake.root).parent / "other"), "auto")
+    errors = _writers(other, spark, ["2024-01-01", "2024-01-01"], 1, state)
+    assert len(errors) == 1 and "another job replaced this partition" in errors[0][2]
+    assert other.version("scratch.c") == 0 and other.read("scratch.c").count() == 3

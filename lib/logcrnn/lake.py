@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
 import uuid
@@ -38,6 +39,10 @@ from logcrnn.spark import delta_extension_loaded
 
 log = logging.getLogger(__name__)
 
+_REPLACED = (
+    "{table} {values}: another job replaced this partition while this one was writing it; "
+    "this write was not committed"
+)
 _TABLE_REF = re.compile(r"(?<![\w.`])(bronze|silver|gold|scratch)\.([A-Za-z_]\w*)\b")
 
 
@@ -145,17 +150,26 @@ class Lake:
 
     def _write_native(self, df: DataFrame, spec: TableSpec, values: dict[str, str]) -> int:
         where = " AND ".join(f"{k} = '{v}'" for k, v in values.items())
-        try:
-            (
-                df.write.format("delta")
-                .options(**spec.parquet_options)
-                .mode("overwrite")
-                .option("replaceWhere", where)
-                .partitionBy(*spec.partition_by)
-                .save(self.path(spec.name))
-            )
-        except Exception as exc:
-            raise LakeError(f"writing {spec.name} ({where}) failed: {_short(exc)}") from exc
+        existed = self.exists(spec.name)
+        for attempt in (1, 2):
+            try:
+                (
+                    df.write.format("delta")
+                    .options(**spec.parquet_options)
+                    .mode("overwrite")
+                    .option("replaceWhere", where)
+                    .partitionBy(*spec.partition_by)
+                    .save(self.path(spec.name))
+                )
+                break
+            except Exception as exc:
+                # Delta's own conflict check scopes replaceWhere to its partition; the one
+                # race it fails is two first writes creating the table (ProtocolChanged or
+                # MetadataChanged): write once more into the table the other job created.
+                created = not existed and self.exists(spec.name)
+                if attempt == 1 and created and "Changed" in str(exc):
+                    continue
+                raise LakeError(f"writing {spec.name} ({where}) failed: {_short(exc)}") from exc
         return self.version(spec.name)
 
     def _write_deltars(
@@ -165,7 +179,7 @@ class Lake:
         values: dict[str, str],
         metadata: dict[str, Any],
     ) -> int:
-        from deltalake import CommitProperties, Schema, transaction
+        from deltalake import transaction
 
         table_path = self.path(spec.name)
         part_dir = "/".join(f"{k}={values[k]}" for k in spec.partition_by)
@@ -193,14 +207,12 @@ class Lake:
                 for (name, size, mtime), n in zip(files, counts, strict=True)
             ]
             rows = sum(counts)
-            props = CommitProperties(
-                custom_metadata={
-                    "logcrnn.partition": json.dumps(values),
-                    "logcrnn.rows": str(rows),
-                    **{f"logcrnn.{k}": str(v) for k, v in metadata.items()},
-                }
-            )
-            self._commit(spec, adds, values, existing, props, Schema.from_json(df.schema.json()))
+            info = {
+                "logcrnn.partition": json.dumps(values),
+                "logcrnn.rows": str(rows),
+                **{f"logcrnn.{k}": str(v) for k, v in metadata.items()},
+            }
+            self._commit(spec, adds, values, existing, info, df.schema)
         except Exception as exc:
             fs.delete(out_dir)
             if isinstance(exc, (LakeError, UsageError)):
@@ -218,31 +230,104 @@ class Lake:
         adds: list[Any],
         values: dict[str, str],
         existing: bool,
-        props: Any,
-        schema: Any,
+        info: dict[str, str],
+        schema: StructType,
     ) -> None:
-        """Commit ``adds`` as one Delta transaction replacing the partition ``values``."""
-        from deltalake import transaction
+        """Commit ``adds`` as one Delta transaction replacing the partition ``values``.
 
+        Jobs of other sources may commit to the same table meanwhile: delta-rs rebases an
+        overwrite of this partition onto their commits (they touch other partitions), and a
+        table another job created since this write began (two sources' first night) is
+        written to as an existing table rather than failing.
+        """
+        from deltalake import CommitProperties, Schema, transaction
+
+        delta_schema = Schema.from_json(schema.json())
         if not existing:
-            transaction.create_table_with_add_actions(
-                self.path(spec.name),
-                schema,
-                adds,
-                mode="error",
-                partition_by=list(spec.partition_by),
-                name=spec.name,
-                commit_properties=props,
-            )
-            return
-        self._dt(spec.name).create_write_transaction(
-            adds,
-            mode="overwrite",
-            schema=schema,
-            partition_by=list(spec.partition_by),
-            partition_filters=[(k, "=", v) for k, v in values.items()],
-            commit_properties=props,
-        )
+            try:
+                transaction.create_table_with_add_actions(
+                    self.path(spec.name),
+                    delta_schema,
+                    adds,
+                    mode="error",
+                    partition_by=list(spec.partition_by),
+                    name=spec.name,
+                    # delta-rs would commit a lost creation again as version 1, a second
+                    # CREATE adding its files beside the winner's: fail it instead
+                    commit_properties=CommitProperties(custom_metadata=info, max_commit_retries=0),
+                )
+                return
+            except Exception:
+                if not self.exists(spec.name):
+                    raise
+            log.info("%s was created by another job meanwhile: writing into it", spec.name)
+            check_schema(schema, self.schema(spec.name), spec.name)
+            if self._partition_files(self._dt(spec.name), values):
+                raise LakeError(_REPLACED.format(table=spec.name, values=values))
+        self._overwrite_partition(spec, adds, values, delta_schema, info)
+
+    _COMMIT_ATTEMPTS = 8
+
+    def _partition_files(self, dt: Any, values: Mapping[str, str]) -> set[str]:
+        import pyarrow as pa
+
+        rows = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        return {
+            r["path"]
+            for r in rows
+            if all(str(r.get(f"partition.{k}")) == v for k, v in values.items())
+        }
+
+    def _overwrite_partition(
+        self,
+        spec: TableSpec,
+        adds: list[Any],
+        values: dict[str, str],
+        schema: Any,
+        info: dict[str, str],
+    ) -> None:
+        """One commit replacing the partition ``values`` with ``adds`` (delta-rs).
+
+        delta-rs does not scope an overwrite's reads to its partition filters, so a commit of
+        another job landing between this one's read and its commit (another source's night:
+        other partitions) fails it as "a concurrent transaction deleted data this operation
+        read".  When the partition's own files are still those this commit read, nothing it
+        replaces has changed: it is committed again on the newer version.  When they are not,
+        another job replaced this very partition meanwhile, and this write fails rather than
+        silently replacing that one.
+        """
+        from deltalake import CommitProperties
+        from deltalake.exceptions import CommitFailedError
+
+        dt = self._dt(spec.name)
+        for attempt in range(1, self._COMMIT_ATTEMPTS + 1):
+            read = self._partition_files(dt, values)
+            try:
+                dt.create_write_transaction(
+                    adds,
+                    mode="overwrite",
+                    schema=schema,
+                    partition_by=list(spec.partition_by),
+                    partition_filters=[(k, "=", v) for k, v in values.items()],
+                    commit_properties=CommitProperties(custom_metadata=info),
+                )
+                return
+            except CommitFailedError as exc:
+                latest = self._dt(spec.name)
+                if self._partition_files(latest, values) != read:
+                    raise LakeError(_REPLACED.format(table=spec.name, values=values)) from exc
+                if attempt == self._COMMIT_ATTEMPTS:
+                    raise
+                log.info(
+                    "%s %s: commit %d lost to another job's commit on other partitions; "
+                    "committing again on version %d",
+                    spec.name,
+                    values,
+                    attempt,
+                    latest.version(),
+                )
+                dt = latest
+                time.sleep(random.uniform(0.05, 0.25) * attempt)
 
     def restore_partition(
         self, table: str, night: date | str, source: str | None, version: int | None
@@ -269,7 +354,7 @@ class Lake:
         if not self.exists(table):
             return
         import pyarrow as pa
-        from deltalake import CommitProperties, transaction
+        from deltalake import transaction
 
         adds = []
         if version is not None:
@@ -286,20 +371,8 @@ class Lake:
                             stats=json.dumps(stats),
                         )
                     )
-        current = self._dt(table)
-        current.create_write_transaction(
-            adds,
-            mode="overwrite",
-            schema=current.schema(),
-            partition_by=list(spec.partition_by),
-            partition_filters=[(k, "=", v) for k, v in values.items()],
-            commit_properties=CommitProperties(
-                custom_metadata={
-                    "logcrnn.partition": json.dumps(values),
-                    "logcrnn.restored_from": str(version),
-                }
-            ),
-        )
+        info = {"logcrnn.partition": json.dumps(values), "logcrnn.restored_from": str(version)}
+        self._overwrite_partition(spec, adds, values, self._dt(table).schema(), info)
         log.warning("%s: %s restored as of version %s", table, values, version)
 
     # ---------------------------------------------------------------------------------------
