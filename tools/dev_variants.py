@@ -3,7 +3,8 @@
 Builds one log's windows and split exactly as ``logcrnn evaluate --dev`` does (the split
 follows ``--split-seed``), once, then fits each model of ``--models`` with every seed of
 ``--seeds``; the CRNN once per ``--variant NAME=JSON``: overrides of ``train.crnn``, or of
-the training loop's ``FitSettings`` for its other keys (e.g. ``unknown_rate``).
+the training loop's ``FitSettings`` for its other keys (e.g. ``unknown_rate``), or
+``threshold_shrink``; every other setting is the config's (``--conf``).
 Prints per seed F1 / ROC-AUC / PR-AUC on the dev hold-out, then each row's mean and range.
 ``--edge`` sets the best-F1 thresholds at the edge of the validation gap, not its middle.
 ``--oracle`` also prints, for diagnosis only, the best F1 any threshold could reach on the
@@ -59,7 +60,9 @@ def main() -> None:
             variants[name] = dict(json.loads(text or "{}"))
         except (ValueError, TypeError) as exc:
             ap.error(f"--variant {item!r}: expected NAME=JSON object ({exc})")
+    fit_base = cfg.train.fit_settings()
     known = set(base) | {f.name for f in dataclasses.fields(FitSettings)} - {"seed", "threads"}
+    known.add("threshold_shrink")
     for name, chosen in variants.items():
         unknown = sorted(set(chosen) - known)
         if unknown:
@@ -88,8 +91,12 @@ def main() -> None:
             for seed in seeds:
                 chosen = variants.get(variant, {})
                 settings = {**base, **{k: v for k, v in chosen.items() if k in base}}
-                fit = {k: v for k, v in chosen.items() if k not in base}
-                result, scores = evaluate.fit_model(model, prep, settings, seed, not args.edge, fit)
+                shrink = float(chosen.get("threshold_shrink", cfg.train.threshold_shrink))
+                fit = {**fit_base, **{k: v for k, v in chosen.items() if k not in base}}
+                fit.pop("threshold_shrink", None)
+                result, scores = evaluate.fit_model(
+                    model, prep, settings, seed, not args.edge, fit, shrink
+                )
                 f1s.append(result.f1)
                 extra = ""
                 if args.oracle:

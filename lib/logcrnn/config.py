@@ -168,7 +168,13 @@ class TrainSettings:
     ``lr`` (one worker's; scaled by the workers), ``weight_decay``, ``patience`` (epochs
     without a lower validation loss), ``seed`` and ``unknown_rate`` (the share of training
     template ids replaced by the unknown id, so the model learns what an unseen template is)
-    drive the loop.  ``valid_share`` of the
+    drive the loop; ``unknown_template_rate``: in every training batch, each distinct
+    template is read as the unknown id in all its events with this probability (each event
+    keeps its own vector), so the model learns to judge a template it does not know by its
+    tokens, as every later night asks of it.  ``threshold_shrink``: the CRNN's threshold is
+    this share of the way from the validation slice's best-F1 threshold to 0.5, the decision
+    boundary of its class-balanced loss (0: the best-F1 threshold alone; docs/RESULTS.md
+    says why).  ``valid_share`` of the
     labelled training windows, at most ``valid_max``, chosen by a hash of the window id,
     form the validation slice (early stopping, threshold); ``min_valid`` is the fewest a run
     accepts.  ``models_dir``: where artifacts go (empty: ``<lake root>/models``; each source
@@ -186,6 +192,8 @@ class TrainSettings:
     patience: int = 3
     seed: int = 42
     unknown_rate: float = 0.05
+    unknown_template_rate: float = 0.4
+    threshold_shrink: float = 0.5
     valid_share: float = 0.1
     valid_max: int = 20000
     min_valid: int = 20
@@ -206,12 +214,30 @@ class TrainSettings:
             raise ConfigError(
                 f"train.unknown_rate: expected 0 <= rate < 0.5, got {self.unknown_rate}"
             )
+        if not 0.0 <= self.unknown_template_rate < 1.0:
+            raise ConfigError(
+                "train.unknown_template_rate: expected 0 <= rate < 1, "
+                f"got {self.unknown_template_rate}"
+            )
+        if not 0.0 <= self.threshold_shrink <= 1.0:
+            raise ConfigError(
+                f"train.threshold_shrink: expected 0 <= share <= 1, got {self.threshold_shrink}"
+            )
         if not 0.0 < self.valid_share < 0.5:
             raise ConfigError(
                 f"train.valid_share: expected 0 < share < 0.5, got {self.valid_share}"
             )
         if self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError("train: lr must be > 0 and weight_decay >= 0")
+
+    def fit_settings(self) -> dict[str, Any]:
+        """The training loop's settings (``logcrnn.model.fitting.FitSettings`` keys)."""
+        keys = ("epochs", "batch_size", "lr", "patience", "seed", "weight_decay")
+        return {
+            **{k: getattr(self, k) for k in keys},
+            "unknown_rate": self.unknown_rate,
+            "unknown_template_rate": self.unknown_template_rate,
+        }
 
 
 @dataclass(frozen=True)

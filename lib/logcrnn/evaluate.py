@@ -488,14 +488,16 @@ def fit_model(
     seed: int,
     middle: bool = True,
     fit: dict[str, Any] | None = None,
+    shrink: float = 0.0,
 ) -> tuple[ModelResult, np.ndarray]:
     """Step 6 of the module docstring for one model: fit it on ``prep.train``, set its
     threshold on ``prep.valid``, score ``prep.test``; returns its figures and test scores.
 
     ``crnn``: the CRNN's settings (``train.crnn``); ``seed``: the model's seed; ``middle``:
     as :func:`logcrnn.model.metrics.best_f1_threshold`'s; ``fit``: overrides of the
-    training loop's :class:`~logcrnn.model.fitting.FitSettings` (dev comparisons; ``seed``
-    and the one torch thread always win).
+    training loop's :class:`~logcrnn.model.fitting.FitSettings` (``train.fit_settings()``
+    of the config; ``seed`` and the one torch thread always win); ``shrink``: the CRNN's
+    ``train.threshold_shrink``.
     """
     from logcrnn.model import baselines, metrics
     from logcrnn.model.fitting import FitSettings
@@ -515,6 +517,8 @@ def fit_model(
     detector.fit(train, valid)
     valid_scores = detector.score(valid)
     threshold = _threshold(detector, valid, valid_scores, metrics, middle)
+    if isinstance(detector, baselines.CRNNDetector):
+        threshold = metrics.shrunk_threshold(threshold, shrink)
     t1 = time.perf_counter()
     test_scores = detector.score(test)
     t2 = time.perf_counter()
@@ -552,8 +556,11 @@ def run(spark: SparkSession, cfg: Config, spec: EvalSpec) -> EvalReport:
         results: list[ModelResult] = []
         curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         crnn = dataclasses.asdict(cfg.train.crnn)
+        fit = cfg.train.fit_settings()
         for name in spec.models:
-            result, test_scores = fit_model(name, prep, crnn, spec.seed)
+            result, test_scores = fit_model(
+                name, prep, crnn, spec.seed, fit=fit, shrink=cfg.train.threshold_shrink
+            )
             results.append(result)
             curves[name] = (test.label, test_scores)
         report = EvalReport(

@@ -245,15 +245,7 @@ def _validation(
 
 
 def _fit_settings(settings: TrainSettings) -> FitSettings:
-    return FitSettings(
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        lr=settings.lr,
-        patience=settings.patience,
-        seed=settings.seed,
-        weight_decay=settings.weight_decay,
-        unknown_rate=settings.unknown_rate,
-    )
+    return FitSettings(**settings.fit_settings())
 
 
 @dataclass(frozen=True)
@@ -442,7 +434,8 @@ def train(
     model.load_state_dict(state)
     scores = predict_torch(model, data.valid, batch_size=256, score_fn=crnn_score,
                            device=torch.device("cpu"))  # fmt: skip
-    threshold = metrics.best_f1_threshold(data.valid.label, scores)
+    best_f1 = metrics.best_f1_threshold(data.valid.label, scores)
+    threshold = metrics.shrunk_threshold(best_f1, settings.threshold_shrink)
     valid_m = metrics.evaluate_scores(data.valid.label, scores, threshold)
     fit = rank0["fit"]
 
@@ -461,6 +454,7 @@ def train(
         threshold=float(threshold),
         metrics={
             "valid": valid_m,
+            "valid_best_f1_threshold": best_f1,
             **{k: fit[k] for k in ("best_epoch", "epochs_run", "history", "windows_per_s")},
         },
         data_versions=data.versions,
