@@ -59,6 +59,19 @@ def test_wrong_type_and_missing_file_are_named(tmp_path: Path) -> None:
         load_config(child)
 
 
+def test_training_loop_settings_come_from_the_config() -> None:
+    cfg = load_config(
+        REPO / "conf" / "local.yaml",
+        overrides=["train.unknown_template_rate=0.25", "train.epochs=4"],
+    )
+    fit = cfg.train.fit_settings()
+    assert (fit["unknown_template_rate"], fit["epochs"], fit["unknown_rate"]) == (0.25, 4, 0.05)
+    for bad in ("train.unknown_template_rate=1", "train.threshold_shrink=1.5"):
+        key = bad.split("=")[0]
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config(REPO / "conf" / "local.yaml", overrides=[bad])
+
+
 def test_all_sixteen_loghub_sources_load() -> None:
     cfg = load_config(REPO / "conf" / "local.yaml")
     names = available_sources(cfg)

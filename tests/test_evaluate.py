@@ -210,9 +210,8 @@ def test_evaluate_bgl_sliding_windows_reports_recall_per_alert_type(
     assert out["window"] == "sliding:20:5" and out["lines"] == 2000
     rf = next(r for r in out["results"] if r["model"] == "rf")
     crnn = next(r for r in out["results"] if r["model"] == "crnn")
-    # alert windows of BGL are learnable: the CRNN must find most of them (0.81 / 0.94 with
-    # the config; an untrained model scores about 0.3 / 0.5 here)
-    assert crnn["f1"] > 0.75 and crnn["roc_auc"] > 0.9
+    # alert windows of BGL are learnable: the CRNN must find most of them
+    assert crnn["f1"] > 0.8 and crnn["roc_auc"] > 0.95
     assert "KERNDTLB" in rf["recall_by_type"] and 0 <= rf["recall_by_type"]["KERNDTLB"] <= 1
 
 
@@ -256,3 +255,36 @@ def test_evaluate_keeps_timed_and_untimed_count_windows_apart(
     assert len(set(keys)) == len(keys) == report.windows
     labelled = [r for r in rows if r["label"] is not None]
     assert report.train + report.valid + report.test == len(labelled)
+
+
+def test_fit_model_shrinks_the_crnn_threshold_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from logcrnn.model import baselines
+
+    label = np.array([0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.9, 0.95])
+
+    class Windows:
+        def __init__(self) -> None:
+            self.label = label
+
+        def __len__(self) -> int:
+            return len(self.label)
+
+    class Other:  # any detector that is not the CRNN
+        def fit(self, train: Any, valid: Any) -> Any:
+            return self
+
+        def score(self, data: Any) -> np.ndarray:
+            return scores
+
+    monkeypatch.setattr(baselines.CRNNDetector, "fit", Other.fit)
+    monkeypatch.setattr(baselines.CRNNDetector, "score", Other.score)
+    w = Windows()
+    parts = {"train": w, "valid": w, "test": w, "vectors": None, "types": None}
+    prep: Any = type("Prep", (), parts)
+    # best F1 on validation: anything in (0.2, 0.9], the middle 0.55; half-way to 0.5: 0.525
+    crnn, _ = evaluate.fit_model("crnn", prep, {}, 1, shrink=0.5)
+    assert crnn.threshold == pytest.approx(0.525) and crnn.f1 == 1.0
+    assert evaluate.fit_model("crnn", prep, {}, 1)[0].threshold == pytest.approx(0.55)
+    monkeypatch.setattr(baselines, "make_detector", lambda name, **kw: Other())
+    assert evaluate.fit_model("lr", prep, {}, 1, shrink=0.5)[0].threshold == pytest.approx(0.55)

@@ -27,7 +27,12 @@ from logcrnn.model.fitting import (
     with_unknown_templates,
     with_unknowns,
 )
-from logcrnn.model.metrics import best_f1_threshold, evaluate_scores, threshold_mean_k_sigma
+from logcrnn.model.metrics import (
+    best_f1_threshold,
+    evaluate_scores,
+    shrunk_threshold,
+    threshold_mean_k_sigma,
+)
 
 # --- a small structured dataset ---------------------------------------------------------------
 #
@@ -638,6 +643,14 @@ def test_best_f1_threshold_exact() -> None:
     assert best_f1_threshold(np.array([0, 1]), np.array([0.5, edge])) == edge
     assert best_f1_threshold(np.array([0, 0]), np.array([0.2, 0.7])) > 0.7
     assert best_f1_threshold(np.array([1, 1]), np.array([0.2, 0.7])) == 0.2
+
+
+def test_shrunk_threshold_moves_towards_the_balanced_boundary() -> None:
+    assert shrunk_threshold(0.9, 0.5) == pytest.approx(0.7)
+    assert shrunk_threshold(0.1, 0.5) == pytest.approx(0.3)
+    assert shrunk_threshold(0.9, 0.0) == 0.9 and shrunk_threshold(0.9, 1.0) == 0.5
+    with pytest.raises(DataError, match="shrink"):
+        shrunk_threshold(0.9, 1.5)
 
 
 def test_evaluate_scores_exact() -> None:

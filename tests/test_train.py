@@ -347,7 +347,8 @@ def test_train_cli_local_calibrates_saves_and_reloads(
     sources = f"sources_dir={bgl.conf.sources_dir}"
     code = main(["train", "--source", SOURCE, "--from", N1, "--to", N2, "--engine", "local",
                  "--np", "1", "--lake", bgl.lake.root, "--set", sources,
-                 "--set", "train.valid_share=0.3", "--json"])  # fmt: skip
+                 "--set", "train.valid_share=0.3", "--set", "train.threshold_shrink=0.5",
+                 "--json"])  # fmt: skip
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     folder = Path(bgl.lake.root) / "models" / SOURCE
@@ -369,7 +370,13 @@ def test_train_cli_local_calibrates_saves_and_reloads(
     # the reloaded model scores the validation slice exactly as the calibration did
     m = metrics.evaluate_scores(valid.label, predict_torch(art.model, valid), art.threshold)
     assert m == art.meta.metrics["valid"] and round(m["f1"], 4) == report["valid_f1"]
-    assert report["valid_f1"] > 0.8 and _test_f1(art, bgl.lake)["roc_auc"] > 0.8
+    # the threshold: half-way (train.threshold_shrink=0.5) from the best-F1 one to 0.5
+    scores = predict_torch(art.model, valid)
+    best = metrics.best_f1_threshold(valid.label, scores)
+    assert art.meta.metrics["valid_best_f1_threshold"] == best
+    assert art.threshold == pytest.approx(metrics.shrunk_threshold(best, 0.5))
+    assert metrics.evaluate_scores(valid.label, scores, best)["f1"] > 0.8
+    assert report["valid_f1"] > 0.7 and _test_f1(art, bgl.lake)["roc_auc"] > 0.8
     # the job's validation windows carry each event's own template vector (by id, as
     # scoring reads them), the same as the model's table by index for learned templates
     first, last = date.fromisoformat(N1), date.fromisoformat(N2)

@@ -173,8 +173,9 @@ class TrainSettings:
     keeps its own vector), so the model learns to judge a template it does not know by its
     tokens, as every later night asks of it.  ``threshold_shrink``: the CRNN's threshold is
     this share of the way from the validation slice's best-F1 threshold to 0.5, the decision
-    boundary of its class-balanced loss (0: the best-F1 threshold alone; docs/RESULTS.md
-    says why).  ``valid_share`` of the
+    boundary of its class-balanced loss (0: the best-F1 threshold alone).  Both are 0 by
+    default: docs/RESULTS.md has what they do on the dev hold-outs, with and without noise.
+    ``valid_share`` of the
     labelled training windows, at most ``valid_max``, chosen by a hash of the window id,
     form the validation slice (early stopping, threshold); ``min_valid`` is the fewest a run
     accepts.  ``models_dir``: where artifacts go (empty: ``<lake root>/models``; each source
@@ -192,8 +193,8 @@ class TrainSettings:
     patience: int = 3
     seed: int = 42
     unknown_rate: float = 0.05
-    unknown_template_rate: float = 0.4
-    threshold_shrink: float = 0.5
+    unknown_template_rate: float = 0.0
+    threshold_shrink: float = 0.0
     valid_share: float = 0.1
     valid_max: int = 20000
     min_valid: int = 20

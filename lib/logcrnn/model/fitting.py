@@ -88,8 +88,7 @@ class FitSettings:
     first appears on a scored night maps to it.  ``unknown_template_rate``: in every
     training batch, each distinct template id of the batch is, with this probability,
     replaced by the unknown id in all its events (each event keeps its own vector); off (0)
-    by default: on the dev hold-outs it ranked better on all three logs but its validation
-    thresholds missed on BGL_2k (docs/RESULTS.md).  The
+    by default (``train.unknown_template_rate``; docs/RESULTS.md says why).  The
     CRNN's recurrence is thousands of small operations per batch: on a busy 2-core machine
     torch's default of one thread per core made a fit over 10x slower than ``threads=1``.
     """
