@@ -79,8 +79,9 @@ def shrunk_threshold(threshold: float, shrink: float, prior: float = 0.5) -> flo
 
     For the CRNN: its class-balanced loss puts the decision boundary of its probability at
     0.5, and the best-F1 threshold of a small validation slice moves with every seed and
-    draw (docs/RESULTS.md); half-way between the two carried to later nights better on the
-    dev hold-outs than either alone.
+    draw.  With whole templates read as unknown in training, half-way between the two
+    carried to a later period better than either alone on the clean dev hold-outs, not
+    under line noise (docs/RESULTS.md); ``train.threshold_shrink`` is 0 by default.
     """
     if not 0.0 <= shrink <= 1.0:
         raise DataError(f"threshold shrink must be in [0, 1], got {shrink}")
