@@ -233,12 +233,9 @@ class TrainSettings:
 
     def fit_settings(self) -> dict[str, Any]:
         """The training loop's settings (``logcrnn.model.fitting.FitSettings`` keys)."""
-        keys = ("epochs", "batch_size", "lr", "patience", "seed", "weight_decay")
-        return {
-            **{k: getattr(self, k) for k in keys},
-            "unknown_rate": self.unknown_rate,
-            "unknown_template_rate": self.unknown_template_rate,
-        }
+        keys = ("epochs", "batch_size", "lr", "patience", "seed", "weight_decay",
+                "unknown_rate", "unknown_template_rate")  # fmt: skip
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass(frozen=True)

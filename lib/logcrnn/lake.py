@@ -268,15 +268,18 @@ class Lake:
 
     _COMMIT_ATTEMPTS = 8
 
-    def _partition_files(self, dt: Any, values: Mapping[str, str]) -> set[str]:
+    @staticmethod
+    def _partition_actions(dt: Any, values: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The add actions (flattened rows) of ``dt``'s files in the partition ``values``."""
         import pyarrow as pa
 
         rows = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-        return {
-            r["path"]
-            for r in rows
-            if all(str(r.get(f"partition.{k}")) == v for k, v in values.items())
-        }
+        return [
+            r for r in rows if all(str(r.get(f"partition.{k}")) == v for k, v in values.items())
+        ]
+
+    def _partition_files(self, dt: Any, values: Mapping[str, str]) -> set[str]:
+        return {r["path"] for r in self._partition_actions(dt, values)}
 
     def _overwrite_partition(
         self,
@@ -353,24 +356,22 @@ class Lake:
             return
         if not self.exists(table):
             return
-        import pyarrow as pa
         from deltalake import transaction
 
-        adds = []
-        if version is not None:
-            for row in pa.table(self._dt(table, version).get_add_actions(flatten=True)).to_pylist():
-                if all(str(row.get(f"partition.{k}")) == v for k, v in values.items()):
-                    stats = {"numRecords": row["num_records"]} if row["num_records"] else {}
-                    adds.append(
-                        transaction.AddAction(
-                            path=row["path"],
-                            size=row["size_bytes"],
-                            partition_values=dict(values),
-                            modification_time=row["modification_time"],
-                            data_change=True,
-                            stats=json.dumps(stats),
-                        )
-                    )
+        old_rows = (
+            [] if version is None else self._partition_actions(self._dt(table, version), values)
+        )
+        adds = [
+            transaction.AddAction(
+                path=row["path"],
+                size=row["size_bytes"],
+                partition_values=dict(values),
+                modification_time=row["modification_time"],
+                data_change=True,
+                stats=json.dumps({"numRecords": row["num_records"]} if row["num_records"] else {}),
+            )
+            for row in old_rows
+        ]
         info = {"logcrnn.partition": json.dumps(values), "logcrnn.restored_from": str(version)}
         self._overwrite_partition(spec, adds, values, self._dt(table).schema(), info)
         log.warning("%s: %s restored as of version %s", table, values, version)
