@@ -190,6 +190,35 @@ def test_bad_input_is_flagged_and_nothing_is_lost(
     assert garbage_rows.where("parse_ok").count() == 0
     assert report.malformed == bronze.where(~F.col("parse_ok")).count()
     assert sum(report.malformed_by_reason.values()) == report.malformed
+    # the figures from the written files' footers are those of reading the rows back
+    read_back = ingest._counts(lake, date.fromisoformat(NIGHT), "hdfs", report.table_version, None)
+    assert read_back == (report.lines_read, 3, report.malformed_by_reason)
+
+
+def test_the_report_counts_from_footers_only_where_they_describe_one_input_file(
+    spark: SparkSession, cfg: Config, lake: Lake, tmp_path: Path
+) -> None:
+    from logcrnn.filestats import FileStats
+
+    log = tmp_path / "a.log"
+    log.write_text(GOOD + "\nnot a line of the format\n" + GOOD + "\n")
+    report = ingest.run(spark, cfg, "hdfs", [str(log)], NIGHT, lake=lake)
+    assert (report.lines_read, report.malformed) == (3, 1)
+    night, version = date.fromisoformat(NIGHT), report.table_version
+
+    def one(name: str, rows: int, good: int) -> FileStats:
+        return FileStats(rows, {"parse_error": good}, {"file": name}, {"file": name})
+
+    # footers naming one input file each are taken at their word (here made up, to tell)
+    made_up = [one("x", 10, 10), one("y", 5, 4), FileStats(0)]
+    lines, files, reasons = ingest._counts(lake, night, "hdfs", version, made_up)
+    assert (lines, files) == (15, 2)
+    assert reasons == {"format_mismatch": 1}  # the reasons come from the malformed rows
+    # a file holding lines of two input files, or no null count: the rows are read back
+    two = FileStats(10, {"parse_error": 10}, {"file": "x"}, {"file": "y"})
+    assert ingest._counts(lake, night, "hdfs", version, [two])[:2] == (3, 1)
+    blind = FileStats(10, {}, {"file": "x"}, {"file": "x"})
+    assert ingest._counts(lake, night, "hdfs", version, [blind])[:2] == (3, 1)
 
 
 def test_the_java_parse_gives_the_built_ins_rows(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import threading
+from datetime import UTC
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
@@ -266,3 +269,123 @@ def test_two_first_writes_both_land_in_the_table_one_of_them_creates(
     errors = _writers(other, spark, ["2024-01-01", "2024-01-01"], 1, state)
     assert len(errors) == 1 and "another job replaced this partition" in errors[0][2]
     assert other.version("scratch.c") == 0 and other.read("scratch.c").count() == 3
+
+
+def _exact_figures(path: str, column: str) -> tuple[object, object, int]:
+    """Least value, greatest value and null count of ``column`` in one Parquet file."""
+    import pyarrow.compute as pc
+
+    values = pq.read_table(path, columns=[column]).column(column)
+    bounds = pc.min_max(values)
+    return bounds["min"].as_py(), bounds["max"].as_py(), values.null_count
+
+
+def test_commits_carry_each_files_exact_statistics(
+    spark: SparkSession, lake: Lake, tmp_path: Path
+) -> None:
+    from datetime import date as day
+    from datetime import datetime, timedelta
+
+    base = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    rows = [
+        (
+            i,
+            None if i % 7 == 0 else base + timedelta(microseconds=997 * i),
+            day(2023, 1, 1) + timedelta(days=i % 40),
+            None if i % 5 == 0 else f"name-{i:03d}-é",
+            "line " * 10 + str(i),  # 50+ characters: only a prefix bounds it
+            float("nan") if i == 3 else i / 10,
+            i % 2 == 0,
+            [i, i + 1],
+        )
+        for i in range(60)
+    ]
+    df = spark.createDataFrame(
+        rows,
+        "id long, ts timestamp, d date, name string, text string, score double, "
+        "flag boolean, arr array<int>",
+    ).repartition(3, "id")
+    version = lake.write(df, "scratch.t", night="2024-01-01")
+    dt = DeltaTable(lake.path("scratch.t"), version=version)
+    actions = pa.table(dt.get_add_actions(flatten=False)).to_pylist()
+    assert len(actions) == 3 and sum(a["num_records"] for a in actions) == 60
+    for a in actions:
+        path = str(Path(lake.path("scratch.t")) / a["path"])
+        low, high, nulls = a["min"], a["max"], a["null_count"]
+        for col in ("id", "d", "name"):
+            assert (low[col], high[col], nulls[col]) == _exact_figures(path, col), col
+        ts_low, ts_high, ts_nulls = _exact_figures(path, "ts")
+        assert nulls["ts"] == ts_nulls
+        # whole milliseconds, widened outwards
+        assert low["ts"] <= ts_low < low["ts"] + timedelta(milliseconds=1)
+        assert high["ts"] - timedelta(milliseconds=1) < ts_high <= high["ts"]
+        assert low["ts"].microsecond % 1000 == 0 and high["ts"].microsecond % 1000 == 0
+        text_low, _, _ = _exact_figures(path, "text")
+        assert low["text"] == text_low[:32] and high.get("text") is None
+        score = _exact_figures(path, "score")
+        if 3 in pq.read_table(path, columns=["id"]).column("id").to_pylist():
+            # Spark sorts NaN above every number: a file holding one has no bounds
+            assert low["score"] is None and high["score"] is None
+        else:
+            assert (low["score"], high["score"], nulls["score"]) == score
+        # booleans and arrays get no bounds; the partition column no figures
+        for col in ("flag", "arr", "night"):
+            assert low.get(col) is None and high.get(col) is None, col
+        assert nulls["score"] == 0 and nulls["flag"] == 0 and nulls.get("night") is None
+
+
+def test_statistics_stay_true_where_the_footer_has_no_bounds(
+    spark: SparkSession, lake: Lake
+) -> None:
+    # parquet-mr keeps no bounds for values over 4 KB; a column entirely null has none
+    rows = [(i, "x" * 5000 if i == 1 else f"v{i}", None) for i in range(4)]
+    df = spark.createDataFrame(rows, "id long, big string, empty string").coalesce(1)
+    dt = DeltaTable(lake.path("scratch.t"), version=lake.write(df, "scratch.t", night="2024-01-01"))
+    (action,) = pa.table(dt.get_add_actions(flatten=False)).to_pylist()
+    assert action["min"]["big"] is None and action["max"]["big"] is None
+    assert action["min"]["empty"] is None and action["null_count"]["empty"] == 4
+    assert (action["min"]["id"], action["max"]["id"], action["num_records"]) == (0, 3, 4)
+
+
+def test_restoring_a_partition_keeps_its_files_statistics(spark: SparkSession, lake: Lake) -> None:
+    df = spark.createDataFrame([(i, f"n{i}") for i in range(5)], "id long, name string")
+    v0 = lake.write(df.coalesce(1), "scratch.t", night="2024-01-01")
+    lake.write(
+        spark.range(100, 102).withColumn("name", F.lit("z")), "scratch.t", night="2024-01-01"
+    )
+    lake.restore_partition("scratch.t", "2024-01-01", None, v0)
+
+    def figures(version: int | None = None) -> list[dict]:  # type: ignore[type-arg]
+        rows = pa.table(
+            DeltaTable(lake.path("scratch.t"), version=version).get_add_actions(flatten=True)
+        )
+        return [{k: v for k, v in r.items() if k != "modification_time"} for r in rows.to_pylist()]
+
+    assert figures() == figures(v0)
+    assert figures()[0]["min.name"] == "n0" and figures()[0]["max.id"] == 4
+
+
+def test_a_delta_reader_skips_files_by_the_statistics(spark: SparkSession, lake: Lake) -> None:
+    from deltalake import QueryBuilder
+
+    quarters = [spark.range(start, start + 1000, numPartitions=1) for start in range(0, 4000, 1000)]
+    ids = quarters[0].union(quarters[1]).union(quarters[2]).union(quarters[3])  # one file each
+    lake.write(
+        ids.withColumn("ts", F.timestamp_seconds(F.col("id") * 3 + 1e9)),
+        "scratch.t",
+        night="2024-01-01",
+    )
+    query = "FROM t WHERE ts >= TIMESTAMP '2001-09-09 04:16:40' AND id % 2 = 0"  # ids 3000..
+    builder = QueryBuilder().register("t", DeltaTable(lake.path("scratch.t")))
+    plan = str(builder.execute(f"EXPLAIN SELECT count(*) {query}").read_all().column(1))
+    assert len(re.findall(r"part-\d+", plan)) == 1  # of the 4 files, the one with ids 3000..
+    (count,) = builder.execute(f"SELECT count(*) AS n {query}").read_all().column(0).to_pylist()
+    assert (
+        count
+        == lake.read("scratch.t")
+        .where(
+            (F.col("ts") >= F.lit("2001-09-09 04:16:40").cast("timestamp")) & (F.col("id") % 2 == 0)
+        )
+        .count()
+        == 500
+    )

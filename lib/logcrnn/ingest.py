@@ -30,6 +30,7 @@ from pyspark.sql.window import Window
 
 from logcrnn.config import Config, SourceSpec, load_source
 from logcrnn.errors import DataError, UsageError
+from logcrnn.filestats import FileStats
 from logcrnn.formats import CompiledFormat, compile_format, fixed_width_timestamp
 from logcrnn.lake import Lake
 from logcrnn.masking import Masker
@@ -422,6 +423,42 @@ def _root_cause(exc: BaseException) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
 
 
+def _counts(
+    lake: Lake,
+    night: date,
+    source: str,
+    version: int,
+    written: Sequence[FileStats] | None,
+) -> tuple[int, int, dict[str, int]]:
+    """Lines, input files with lines, and malformed lines by reason of the partition just
+    written (at ``version``).
+
+    The footers of the files written (``written``) give the lines and the input files
+    whenever each holds the lines of one input file (a task per file or split: the usual
+    case), and the number of malformed lines; only malformed rows are then read back, for
+    their reasons.  Otherwise the partition's ``file`` and ``parse_error`` are read back.
+    """
+    rows = lake.read(TABLE, night=night, source=source, version=version)
+    described = [st for st in (written or []) if st.rows]
+    if written is not None and all(
+        "parse_error" in st.nulls and "file" in st.low and st.low["file"] == st.high.get("file")
+        for st in described
+    ):
+        lines = sum(st.rows for st in described)
+        malformed = lines - sum(st.nulls["parse_error"] for st in described)
+        reasons: dict[str, int] = {}
+        if malformed:
+            bad = rows.where(F.col("parse_error").isNotNull()).groupBy("parse_error").count()
+            reasons = {r[0]: int(r[1]) for r in bad.collect()}
+        return lines, len({st.low["file"] for st in described}), reasons
+    counts = rows.groupBy("file", "parse_error").agg(F.count(F.lit(1)).alias("n")).collect()
+    reasons = {}
+    for r in counts:
+        if r["parse_error"] is not None:
+            reasons[r["parse_error"]] = reasons.get(r["parse_error"], 0) + int(r["n"])
+    return sum(int(r["n"]) for r in counts), len({r["file"] for r in counts}), reasons
+
+
 def run(
     spark: SparkSession,
     cfg: Config,
@@ -448,7 +485,7 @@ def run(
         with planning:
             numbered = (read_whole_files if one_pass else read_numbered)(spark, uris)
             bronze = parse_lines(numbered, spec, night_d, cfg.ingest.max_parse_bytes, compiled)
-            version = lake.write(bronze, TABLE, night_d, source=spec.name)
+            version, written = lake.write_with_stats(bronze, TABLE, night_d, source=spec.name)
     except Exception as exc:
         if isinstance(exc, (UsageError, DataError)):
             raise
@@ -456,18 +493,7 @@ def run(
         if bad is not None:
             raise DataError(f"cannot read {bad}: {_root_cause(exc)}; nothing committed") from exc
         raise
-    counts = (
-        lake.read(TABLE, night=night_d, source=spec.name, version=version)
-        .groupBy("file", "parse_error")
-        .agg(F.count(F.lit(1)).alias("n"))
-        .collect()
-    )
-    lines_read = sum(int(r["n"]) for r in counts)
-    files_with_lines = len({r["file"] for r in counts})
-    reasons: dict[str, int] = {}
-    for r in counts:
-        if r["parse_error"] is not None:
-            reasons[r["parse_error"]] = reasons.get(r["parse_error"], 0) + int(r["n"])
+    lines_read, files_with_lines, reasons = _counts(lake, night_d, spec.name, version, written)
     malformed = sum(reasons.values())
     report = IngestReport(
         source=spec.name,

@@ -34,6 +34,7 @@ from pyspark.sql.types import StructType
 
 from logcrnn.config import LakeSettings
 from logcrnn.errors import LakeError, UsageError
+from logcrnn.filestats import FileStats, read_footer_stats
 from logcrnn.schemas import TABLES, TableSpec, check_schema, table_spec
 from logcrnn.spark import delta_extension_loaded
 
@@ -129,6 +130,19 @@ class Lake:
         given values.  Returns the table version this write created.  Rows of other nights or
         sources are never touched; on any failure the table is left as it was.
         """
+        return self.write_with_stats(df, table, night, source, metadata)[0]
+
+    def write_with_stats(
+        self,
+        df: DataFrame,
+        table: str,
+        night: date | str,
+        source: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[int, list[FileStats] | None]:
+        """:meth:`write`, returning besides the version the exact figures of every file it
+        committed (their footers' row counts, null counts and bounds), None with the native
+        backend (Delta computes its own statistics there)."""
         spec = table_spec(table)
         night_str = str(date.fromisoformat(str(night)))
         values: dict[str, str] = {"night": night_str}
@@ -145,7 +159,7 @@ class Lake:
             df = df.select(*[F.col(f.name) for f in spec.schema.fields])
             check_schema(df.schema, spec.schema, table)
         if self.backend == "delta-spark":
-            return self._write_native(df, spec, values)
+            return self._write_native(df, spec, values), None
         return self._write_deltars(df, spec, values, dict(metadata or {}))
 
     def _write_native(self, df: DataFrame, spec: TableSpec, values: dict[str, str]) -> int:
@@ -178,7 +192,7 @@ class Lake:
         spec: TableSpec,
         values: dict[str, str],
         metadata: dict[str, Any],
-    ) -> int:
+    ) -> tuple[int, list[FileStats]]:
         from deltalake import transaction
 
         table_path = self.path(spec.name)
@@ -194,7 +208,7 @@ class Lake:
         try:
             df.write.options(**spec.parquet_options).mode("errorifexists").parquet(out_dir)
             files = fs.list_parquet(out_dir)
-            counts = [fs.parquet_rows(f"{out_dir}/{name}") for name, _, _ in files]
+            stats = [fs.parquet_stats(f"{out_dir}/{name}", df.schema) for name, _, _ in files]
             adds = [
                 transaction.AddAction(
                     path=f"{rel_dir}/{name}",
@@ -202,11 +216,11 @@ class Lake:
                     partition_values=dict(values),
                     modification_time=mtime,
                     data_change=True,
-                    stats=json.dumps({"numRecords": n}),
+                    stats=st.delta_json(skip=spec.partition_by),
                 )
-                for (name, size, mtime), n in zip(files, counts, strict=True)
+                for (name, size, mtime), st in zip(files, stats, strict=True)
             ]
-            rows = sum(counts)
+            rows = sum(st.rows for st in stats)
             info = {
                 "logcrnn.partition": json.dumps(values),
                 "logcrnn.rows": str(rows),
@@ -222,7 +236,7 @@ class Lake:
             ) from exc
         version = self.version(spec.name)
         log.info("%s v%d: %s replaced with %d rows", spec.name, version, part_dir, rows)
-        return version
+        return version, stats
 
     def _commit(
         self,
@@ -270,12 +284,15 @@ class Lake:
 
     @staticmethod
     def _partition_actions(dt: Any, values: Mapping[str, str]) -> list[dict[str, Any]]:
-        """The add actions (flattened rows) of ``dt``'s files in the partition ``values``."""
+        """The add actions (rows of ``get_add_actions``) of ``dt``'s files in the partition
+        ``values``."""
         import pyarrow as pa
 
-        rows = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        rows = pa.table(dt.get_add_actions(flatten=False)).to_pylist()
         return [
-            r for r in rows if all(str(r.get(f"partition.{k}")) == v for k, v in values.items())
+            r
+            for r in rows
+            if all(str((r.get("partition") or {}).get(k)) == v for k, v in values.items())
         ]
 
     def _partition_files(self, dt: Any, values: Mapping[str, str]) -> set[str]:
@@ -368,7 +385,7 @@ class Lake:
                 partition_values=dict(values),
                 modification_time=row["modification_time"],
                 data_change=True,
-                stats=json.dumps({"numRecords": row["num_records"]} if row["num_records"] else {}),
+                stats=_restored_stats(row, spec.partition_by),
             )
             for row in old_rows
         ]
@@ -647,6 +664,12 @@ class Lake:
         return self.spark.sql(query)
 
 
+def _restored_stats(row: dict[str, Any], partition_by: Sequence[str]) -> str:
+    """The ``stats`` of an earlier version's add action, committed again as it was."""
+    stats = FileStats.from_add_action(row)
+    return "{}" if stats is None else stats.delta_json(skip=partition_by)
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:500] if text else type(exc).__name__
@@ -674,13 +697,15 @@ class _HadoopFS:
                 out.append((name, int(status.getLen()), int(status.getModificationTime())))
         return sorted(out)
 
-    def parquet_rows(self, uri: str) -> int:
+    def parquet_stats(self, uri: str, schema: StructType) -> FileStats:
+        """The figures of the Parquet file at ``uri`` (written with ``schema``), from its
+        footer alone."""
         hadoop_file = self._jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
             self._path(uri), self._conf
         )
         reader = self._jvm.org.apache.parquet.hadoop.ParquetFileReader.open(hadoop_file)
         try:
-            return int(reader.getRecordCount())
+            return read_footer_stats(reader.getFooter(), schema)
         finally:
             reader.close()
 
