@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 
@@ -280,8 +281,21 @@ def _exact_figures(path: str, column: str) -> tuple[object, object, int]:
     return bounds["min"].as_py(), bounds["max"].as_py(), values.null_count
 
 
+@pytest.fixture(params=["java", "py4j"])
+def footers(request: pytest.FixtureRequest, spark: SparkSession) -> Iterator[str]:
+    """Footers read by the project's Java ``FooterStats``, or by parquet-mr's objects call by
+    call (the path without the jar)."""
+    from logcrnn.spark import JVM_FUNCTIONS_CONF
+
+    before = spark.conf.get(JVM_FUNCTIONS_CONF, "true")
+    if request.param == "py4j":
+        spark.conf.set(JVM_FUNCTIONS_CONF, "false")
+    yield request.param
+    spark.conf.set(JVM_FUNCTIONS_CONF, before)
+
+
 def test_commits_carry_each_files_exact_statistics(
-    spark: SparkSession, lake: Lake, tmp_path: Path
+    spark: SparkSession, lake: Lake, footers: str
 ) -> None:
     from datetime import date as day
     from datetime import datetime, timedelta
@@ -305,6 +319,9 @@ def test_commits_carry_each_files_exact_statistics(
         "id long, ts timestamp, d date, name string, text string, score double, "
         "flag boolean, arr array<int>",
     ).repartition(3, "id")
+    from logcrnn.lake import _HadoopFS
+
+    assert _HadoopFS(spark, lake.root)._java_footers == (footers == "java")
     version = lake.write(df, "scratch.t", night="2024-01-01")
     dt = DeltaTable(lake.path("scratch.t"), version=version)
     actions = pa.table(dt.get_add_actions(flatten=False)).to_pylist()
@@ -335,7 +352,7 @@ def test_commits_carry_each_files_exact_statistics(
 
 
 def test_statistics_stay_true_where_the_footer_has_no_bounds(
-    spark: SparkSession, lake: Lake
+    spark: SparkSession, lake: Lake, footers: str
 ) -> None:
     # parquet-mr keeps no bounds for values over 4 KB; a column entirely null has none
     rows = [(i, "x" * 5000 if i == 1 else f"v{i}", None) for i in range(4)]
@@ -389,3 +406,34 @@ def test_a_delta_reader_skips_files_by_the_statistics(spark: SparkSession, lake:
         .count()
         == 500
     )
+
+
+def test_the_java_footer_reader_reads_what_parquet_mr_objects_say(
+    spark: SparkSession, lake: Lake
+) -> None:
+    from logcrnn.filestats import footer_row_groups, parse_footer_text
+    from logcrnn.lake import _HadoopFS
+
+    rows = [
+        (i, f"é{i}", "x" * 5000 if i == 2 else "s", None, float("nan") if i == 1 else 0.5, [i])
+        for i in range(6)
+    ]
+    df = spark.createDataFrame(
+        rows, "id long, name string, big string, empty int, f double, a array<int>"
+    )
+    lake.write(df.repartition(2), "scratch.t", night="2024-01-01")
+    fs = _HadoopFS(spark, lake.path("scratch.t"))
+    assert fs._java_footers  # the test session has the project's jar
+    jvm = spark.sparkContext._jvm
+    for uri in DeltaTable(lake.path("scratch.t")).file_uris():
+        java = parse_footer_text(str(jvm.logcrnn.jvm.FooterStats.read(uri, fs._conf)))
+        hadoop_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
+            fs._path(uri), fs._conf
+        )
+        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(hadoop_file)
+        try:
+            assert java == footer_row_groups(reader.getFooter())
+        finally:
+            reader.close()
+        names = [c.name for c in java[0][1]]
+        assert "a.list.element" in names and len(java[0][1]) == len(df.columns) + 1

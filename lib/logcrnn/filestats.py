@@ -27,9 +27,11 @@ What goes into the Delta log is only what is certainly true of every row:
 
 from __future__ import annotations
 
+import base64
 import json
 import math
-from collections.abc import Collection
+import struct
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -54,16 +56,12 @@ from pyspark.sql.types import (
 STRING_PREFIX = 32
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_BOUNDED = (
-    *(ByteType, ShortType, IntegerType, LongType, FloatType, DoubleType),
-    *(DateType, TimestampType, StringType),
-)
 
 
 @dataclass(frozen=True)
 class FileStats:
     """Exact figures of one Parquet file per top-level column: null counts, and bounds of
-    those of a kind in :data:`_BOUNDED` (``int``, ``float``, ``str``, ``date``, ``datetime``
+    those of a kind in :data:`_PLAIN` (``int``, ``float``, ``str``, ``date``, ``datetime``
     in UTC).
 
     A column is missing from ``low``/``high`` when some row group has no bound for it or
@@ -124,25 +122,56 @@ def _json_value(value: Any, upper: bool) -> Any:
     return value
 
 
-def _python_value(kind: DataType, value: Any) -> Any:
-    """A parquet-mr statistics value (through py4j) as the Python value of ``kind``."""
-    if isinstance(kind, StringType):
-        return bytes(value.getBytes()).decode("utf-8")
-    if isinstance(kind, TimestampType):  # INT64 microseconds since the epoch, UTC
-        return _EPOCH + timedelta(microseconds=int(value))
-    if isinstance(kind, DateType):  # INT32 days since the epoch
-        return date(1970, 1, 1) + timedelta(days=int(value))
-    if isinstance(kind, (FloatType, DoubleType)):
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"{number} has no place in a JSON bound")
-        return number
-    return int(value)
+#: The physical type each bounded kind is written as, and how its plain encoding reads.
+_PLAIN: dict[type, tuple[str, str | None]] = {
+    ByteType: ("INT32", "<i"),
+    ShortType: ("INT32", "<i"),
+    IntegerType: ("INT32", "<i"),
+    DateType: ("INT32", "<i"),  # days since the epoch
+    LongType: ("INT64", "<q"),
+    TimestampType: ("INT64", "<q"),  # microseconds since the epoch, UTC (when MICROS)
+    FloatType: ("FLOAT", "<f"),
+    DoubleType: ("DOUBLE", "<d"),
+    StringType: ("BINARY", None),  # UTF-8
+}
 
 
-def read_footer_stats(footer: Any, schema: StructType) -> FileStats:
-    """:class:`FileStats` from a parquet-mr ``ParquetMetadata`` (a py4j object) of a file
-    written with ``schema``."""
+@dataclass(frozen=True)
+class Chunk:
+    """What a footer says of one column chunk (bounds in their plain encoding)."""
+
+    name: str  # the column's path, parts joined by dots
+    physical: str  # INT32, INT64, FLOAT, DOUBLE, BINARY, ...
+    logical: str  # the logical type annotation as parquet-mr prints it, "" when none
+    values: int
+    nulls: int | None
+    low: bytes | None
+    high: bytes | None
+
+
+def _decode(kind: DataType, chunk: Chunk, raw: bytes) -> Any:
+    """A bound of ``chunk`` as the Python value of ``kind`` (ValueError when it cannot be
+    read as one)."""
+    physical, layout = _PLAIN[type(kind)]
+    if chunk.physical != physical:
+        raise ValueError(f"{chunk.name} is {chunk.physical}, not {physical}")
+    if layout is None:
+        return raw.decode("utf-8")
+    (value,) = struct.unpack(layout, raw)
+    if isinstance(kind, TimestampType):
+        if "MICROS" not in chunk.logical:  # milliseconds or nanoseconds: another scale
+            raise ValueError(f"{chunk.name} is {chunk.logical}, not microseconds")
+        return _EPOCH + timedelta(microseconds=value)
+    if isinstance(kind, DateType):
+        return date(1970, 1, 1) + timedelta(days=value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} has no place in a JSON bound")
+    return value
+
+
+def summarise(row_groups: Iterable[tuple[int, Sequence[Chunk]]], schema: StructType) -> FileStats:
+    """:class:`FileStats` of a file written with ``schema`` from its row groups' sizes and
+    column chunks."""
     kinds = {
         f.name: f.dataType
         for f in schema.fields
@@ -154,47 +183,35 @@ def read_footer_stats(footer: Any, schema: StructType) -> FileStats:
     high: dict[str, Any] = {}
     no_nulls: set[str] = set()
     no_bounds: set[str] = set()
-    for block in footer.getBlocks():
-        rows += int(block.getRowCount())
+    for count, chunks in row_groups:
+        rows += count
         seen: set[str] = set()
-        for chunk in block.getColumns():
-            name = chunk.getPath().toDotString()
-            kind = kinds.get(name)
+        for chunk in chunks:
+            kind = kinds.get(chunk.name)
             if kind is None:
                 continue
-            seen.add(name)
-            stats = chunk.getStatistics()
-            counted = bool(stats.isNumNullsSet())
-            null_count = int(stats.getNumNulls()) if counted else -1
-            if counted:
-                nulls[name] = nulls.get(name, 0) + null_count
+            seen.add(chunk.name)
+            if chunk.nulls is None:
+                no_nulls.add(chunk.name)
             else:
-                no_nulls.add(name)
-            if not isinstance(kind, _BOUNDED):
+                nulls[chunk.name] = nulls.get(chunk.name, 0) + chunk.nulls
+            if type(kind) not in _PLAIN:
                 continue
-            if isinstance(kind, TimestampType) and "MICROS" not in str(
-                chunk.getPrimitiveType().getLogicalTypeAnnotation()
-            ):
-                # INT96 or milliseconds (``spark.sql.parquet.outputTimestampType``) would
-                # read wrongly as microseconds
-                no_bounds.add(name)
-                continue
-            if not stats.hasNonNullValue():
+            if chunk.low is None or chunk.high is None:
                 # all values null (nothing to bound) or bounds left out: only the null
                 # count tells which
-                if null_count != int(chunk.getValueCount()):
-                    no_bounds.add(name)
+                if chunk.nulls != chunk.values:
+                    no_bounds.add(chunk.name)
                 continue
             try:
-                least = _python_value(kind, stats.genericGetMin())
-                greatest = _python_value(kind, stats.genericGetMax())
-            except (ValueError, OverflowError, TypeError):  # UnicodeDecodeError included
-                no_bounds.add(name)
+                least, greatest = _decode(kind, chunk, chunk.low), _decode(kind, chunk, chunk.high)
+            except (ValueError, struct.error):  # UnicodeDecodeError is a ValueError
+                no_bounds.add(chunk.name)
                 continue
-            if name not in low or least < low[name]:
-                low[name] = least
-            if name not in high or greatest > high[name]:
-                high[name] = greatest
+            if chunk.name not in low or least < low[chunk.name]:
+                low[chunk.name] = least
+            if chunk.name not in high or greatest > high[chunk.name]:
+                high[chunk.name] = greatest
         # a column without a chunk in some row group is not described by this footer
         no_nulls |= kinds.keys() - seen
         no_bounds |= kinds.keys() - seen
@@ -204,3 +221,52 @@ def read_footer_stats(footer: Any, schema: StructType) -> FileStats:
         low={k: v for k, v in low.items() if k not in no_bounds},
         high={k: v for k, v in high.items() if k not in no_bounds},
     )
+
+
+def parse_footer_text(text: str) -> list[tuple[int, list[Chunk]]]:
+    """The row groups of ``logcrnn.jvm.FooterStats.read``'s text."""
+    groups: list[tuple[int, list[Chunk]]] = []
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if parts[0] == "rows" and len(parts) == 2:
+            groups.append((int(parts[1]), []))
+            continue
+        name, physical, logical, values, nulls, least, greatest = parts
+        groups[-1][1].append(
+            Chunk(
+                name,
+                physical,
+                logical,
+                int(values),
+                None if nulls == "-" else int(nulls),
+                None if least == "-" else base64.b64decode(least),
+                None if greatest == "-" else base64.b64decode(greatest),
+            )
+        )
+    return groups
+
+
+def footer_row_groups(footer: Any) -> list[tuple[int, list[Chunk]]]:
+    """The row groups of a parquet-mr ``ParquetMetadata`` read through py4j, call by call
+    (some ten calls per column chunk: the path when the project's jar is missing)."""
+    groups = []
+    for block in footer.getBlocks():
+        chunks = []
+        for column in block.getColumns():
+            stats = column.getStatistics()
+            primitive = column.getPrimitiveType()
+            logical = primitive.getLogicalTypeAnnotation()
+            bounded = bool(stats.hasNonNullValue())
+            chunks.append(
+                Chunk(
+                    column.getPath().toDotString(),
+                    str(primitive.getPrimitiveTypeName().name()),
+                    "" if logical is None else str(logical.toString()),
+                    int(column.getValueCount()),
+                    int(stats.getNumNulls()) if stats.isNumNullsSet() else None,
+                    bytes(stats.getMinBytes()) if bounded else None,
+                    bytes(stats.getMaxBytes()) if bounded else None,
+                )
+            )
+        groups.append((int(block.getRowCount()), chunks))
+    return groups

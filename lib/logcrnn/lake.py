@@ -34,9 +34,9 @@ from pyspark.sql.types import StructType
 
 from logcrnn.config import LakeSettings
 from logcrnn.errors import LakeError, UsageError
-from logcrnn.filestats import FileStats, read_footer_stats
+from logcrnn.filestats import FileStats, footer_row_groups, parse_footer_text, summarise
 from logcrnn.schemas import TABLES, TableSpec, check_schema, table_spec
-from logcrnn.spark import delta_extension_loaded
+from logcrnn.spark import delta_extension_loaded, jvm_function
 
 log = logging.getLogger(__name__)
 
@@ -684,6 +684,7 @@ class _HadoopFS:
         self._jvm = jvm
         self._conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
         self._fs = jvm.org.apache.hadoop.fs.Path(uri).getFileSystem(self._conf)
+        self._java_footers = jvm_function(spark, "logcrnn_mask")
 
     def _path(self, uri: str) -> Any:
         return self._jvm.org.apache.hadoop.fs.Path(uri)
@@ -699,13 +700,22 @@ class _HadoopFS:
 
     def parquet_stats(self, uri: str, schema: StructType) -> FileStats:
         """The figures of the Parquet file at ``uri`` (written with ``schema``), from its
-        footer alone."""
+        footer alone: in one call of the project's Java ``FooterStats`` when the session
+        has it, else through parquet-mr's objects call by call."""
+        if self._java_footers:
+            try:
+                text = self._jvm.logcrnn.jvm.FooterStats.read(uri, self._conf)
+                return summarise(parse_footer_text(str(text)), schema)
+            except Exception as exc:  # a jar without the class; a file it cannot read
+                # (the reading below then fails with parquet-mr's own message)
+                log.warning("Java footer reader failed (%s): reading footers call by call", exc)
+                self._java_footers = False
         hadoop_file = self._jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
             self._path(uri), self._conf
         )
         reader = self._jvm.org.apache.parquet.hadoop.ParquetFileReader.open(hadoop_file)
         try:
-            return read_footer_stats(reader.getFooter(), schema)
+            return summarise(footer_row_groups(reader.getFooter()), schema)
         finally:
             reader.close()
 
