@@ -428,6 +428,11 @@ def test_models_lists_rolls_back_and_prunes(
     assert [v.version for v in listed if v.error] == [broken.name]
     assert [v.version for v in listed if v.current] == [versions[-1]]
     assert {v.valid_f1 for v in listed if not v.error} == {0.5}
+    # one version alone (what `logcrnn status` shows of the current model) reads the same
+    for name in (versions[-1], versions[0], broken.name):
+        assert [artifact.describe_version(tmp_path, name)] == [
+            v for v in listed if v.version == name
+        ]
 
     # roll back to the oldest: loaded in full first
     artifact.use_version(tmp_path, versions[0])

@@ -101,11 +101,11 @@ def _current_model(lake: Lake, cfg: Config, source: str) -> dict[str, Any] | Non
         current = artifact.current_version(folder)
     except (DataError, UsageError):
         return None
-    for v in artifact.describe_versions(folder) if current else []:
-        if v.version == current:
-            keys = ("version", "created_at", "train_from", "train_to", "valid_f1", "error")
-            return {k: getattr(v, k) for k in keys}
-    return None
+    if not current:
+        return None
+    v = artifact.describe_version(folder, current)
+    keys = ("version", "created_at", "train_from", "train_to", "valid_f1", "error")
+    return {k: getattr(v, k) for k in keys}
 
 
 def run(lake: Lake, cfg: Config, sources: Sequence[str] | None = None) -> list[SourceStatus]:

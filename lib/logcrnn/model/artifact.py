@@ -471,31 +471,35 @@ def describe_versions(models_dir: str | Path) -> list[VersionInfo]:
     """Every version in ``models_dir``, newest first (by creation time, then name)."""
     root = Path(models_dir)
     current = current_version(root)
-    out = []
-    for name in list_versions(root):
-        folder = root / name
-        try:
-            meta = read_meta(folder)
-        except DataError as exc:
-            out.append(VersionInfo(folder.name, folder.name == current, error=str(exc)))
-            continue
-        valid = dict(meta.metrics.get("valid") or {})
-        auc = valid.get("roc_auc")
-        windows = meta.training.get("train_windows")
-        out.append(
-            VersionInfo(
-                version=meta.version,
-                current=meta.version == current,
-                created_at=meta.created_at,
-                train_from=meta.training.get("train_from"),
-                train_to=meta.training.get("train_to"),
-                train_windows=None if windows is None else int(windows),
-                valid_f1=None if valid.get("f1") is None else float(valid["f1"]),
-                valid_roc_auc=None if auc is None else float(auc),
-                threshold=meta.threshold,
-            )
-        )
+    out = [_describe(root / name, current) for name in list_versions(root)]
     return sorted(out, key=lambda v: (v.created_at, v.version), reverse=True)
+
+
+def describe_version(models_dir: str | Path, version: str) -> VersionInfo:
+    """The version ``version`` of ``models_dir`` as :func:`describe_versions` lists it."""
+    root = Path(models_dir)
+    return _describe(root / version, current_version(root))
+
+
+def _describe(folder: Path, current: str | None) -> VersionInfo:
+    try:
+        meta = read_meta(folder)
+    except DataError as exc:
+        return VersionInfo(folder.name, folder.name == current, error=str(exc))
+    valid = dict(meta.metrics.get("valid") or {})
+    auc = valid.get("roc_auc")
+    windows = meta.training.get("train_windows")
+    return VersionInfo(
+        version=meta.version,
+        current=meta.version == current,
+        created_at=meta.created_at,
+        train_from=meta.training.get("train_from"),
+        train_to=meta.training.get("train_to"),
+        train_windows=None if windows is None else int(windows),
+        valid_f1=None if valid.get("f1") is None else float(valid["f1"]),
+        valid_roc_auc=None if auc is None else float(auc),
+        threshold=meta.threshold,
+    )
 
 
 def use_version(models_dir: str | Path, version: str) -> ArtifactMeta:
