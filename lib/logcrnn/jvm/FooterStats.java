@@ -35,12 +35,12 @@ public final class FooterStats {
           Statistics<?> stats = chunk.getStatistics();
           LogicalTypeAnnotation logical = chunk.getPrimitiveType().getLogicalTypeAnnotation();
           boolean bounded = stats != null && stats.hasNonNullValue();
+          boolean counted = stats != null && stats.isNumNullsSet();
           out.append(chunk.getPath().toDotString()).append('\t')
               .append(chunk.getPrimitiveType().getPrimitiveTypeName()).append('\t')
               .append(logical == null ? "" : logical.toString()).append('\t')
               .append(chunk.getValueCount()).append('\t')
-              .append(stats != null && stats.isNumNullsSet() ? Long.toString(stats.getNumNulls()) : "-")
-              .append('\t')
+              .append(counted ? Long.toString(stats.getNumNulls()) : "-").append('\t')
               .append(bounded ? b64.encodeToString(stats.getMinBytes()) : "-").append('\t')
               .append(bounded ? b64.encodeToString(stats.getMaxBytes()) : "-").append('\n');
         }
