@@ -2,8 +2,9 @@
 
 A Delta add action may carry the file's row count and, per column, its least and greatest
 value and its null count.  Readers use them to skip files (a query for one hour of
-``gold.anomalies`` opens only the files whose timestamps overlap it: delta-spark's data
-skipping, delta-rs, DuckDB, Polars); without them every file of a partition is read.
+``bronze.raw_lines``, whose files follow the input files, opens only the files whose
+timestamps overlap it: delta-spark's data skipping, delta-rs, DuckDB, Polars); without them
+every file of a partition is read.
 Spark's Parquet writer already computes these figures for each row group and keeps them in
 the file's footer, so the lake reads them there (a few hundred bytes per file, through
 Spark's own Parquet library and file system, whatever the URI) rather than scanning data.
