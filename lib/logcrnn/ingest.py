@@ -438,7 +438,10 @@ def _counts(
     case), and the number of malformed lines; only malformed rows are then read back, for
     their reasons.  Otherwise the partition's ``file`` and ``parse_error`` are read back.
     """
-    rows = lake.read(TABLE, night=night, source=source, version=version)
+
+    def rows() -> DataFrame:  # read only when the footers do not suffice
+        return lake.read(TABLE, night=night, source=source, version=version)
+
     described = [st for st in (written or []) if st.rows]
     if written is not None and all(
         "parse_error" in st.nulls and "file" in st.low and st.low["file"] == st.high.get("file")
@@ -448,10 +451,10 @@ def _counts(
         malformed = lines - sum(st.nulls["parse_error"] for st in described)
         reasons: dict[str, int] = {}
         if malformed:
-            bad = rows.where(F.col("parse_error").isNotNull()).groupBy("parse_error").count()
+            bad = rows().where(F.col("parse_error").isNotNull()).groupBy("parse_error").count()
             reasons = {r[0]: int(r[1]) for r in bad.collect()}
         return lines, len({st.low["file"] for st in described}), reasons
-    counts = rows.groupBy("file", "parse_error").agg(F.count(F.lit(1)).alias("n")).collect()
+    counts = rows().groupBy("file", "parse_error").agg(F.count(F.lit(1)).alias("n")).collect()
     reasons = {}
     for r in counts:
         if r["parse_error"] is not None:
